@@ -1,0 +1,48 @@
+# edgeloop: `make demo` runs the main job on a fresh machine; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.installed
+
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export EDGELOOP_PIPELINES_DIR ?= $(CURDIR)/include/pipelines
+
+.PHONY: install demo up test lint bench lock clean
+
+install: $(STAMP)
+
+# The virtualenv: uv itself comes from PyPI into the venv, then the lock.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+# Regenerate the lock from the direct requirements.
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet requirements.in -o requirements.txt --python-version 3.11
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+up: $(STAMP)
+	$(BIN)/python scripts/up.py
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/combiner.py
+
+clean:
+	rm -rf .airflow var
