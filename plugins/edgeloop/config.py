@@ -118,8 +118,10 @@ def schema_errors(doc: Any, file: str) -> list[ConfigError]:
 def _semantic_errors(doc: Any, file: str) -> list[ConfigError]:
     """Rules the schema cannot phrase well: plaintext secrets, actions not built yet."""
     errors = []
-    steps = doc if isinstance(doc, list) else doc.get("steps", [])
+    steps = doc if isinstance(doc, list) else doc.get("steps", []) if isinstance(doc, dict) else []
     base = "$" if isinstance(doc, list) else "$.steps"
+    if not isinstance(steps, list):
+        return []
     if isinstance(doc, dict):
         for key in NOT_BUILT_PIPELINE_FIELDS:
             if key in doc:
@@ -128,12 +130,14 @@ def _semantic_errors(doc: Any, file: str) -> list[ConfigError]:
                     file=file, path=f"$.{key}"))
     for i, step in enumerate(steps):
         where = f"{base}[{i}]"
+        if not isinstance(step, dict):
+            continue
         if "transformationBlockId" in step:
             errors.append(ConfigError(
                 "custom transformation block steps are not supported yet in pipelines",
                 file=file, path=f"{where}.transformationBlockId"))
         block = step.get("builtinTransformationBlock")
-        if block is None:
+        if not isinstance(block, dict):
             if "transformationBlockId" not in step:
                 errors.append(ConfigError(
                     "a step needs 'builtinTransformationBlock' or 'transformationBlockId'",
@@ -228,7 +232,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise ConfigError("no such file", file=file) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"not valid JSON: {exc}", file=file) from exc
-    errors = schema_errors(doc, file) or _semantic_errors(doc, file)
+    errors = schema_errors(doc, file) + _semantic_errors(doc, file)
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     meta: dict[str, Any] = {} if isinstance(doc, list) else doc

@@ -289,7 +289,8 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
     def flush() -> None:
         if pending:
             with catalog.begin() as conn:
-                _record(conn, ledger, dataset_id, step, pending, stats)
+                _record(conn, ledger, dataset_id, step,
+                        sorted(pending, key=lambda f: f.obj.key), stats)
             pending.clear()
 
     with ThreadPoolExecutor(max_workers=step.concurrency, thread_name_prefix="sync") as pool:
