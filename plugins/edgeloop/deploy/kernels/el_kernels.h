@@ -1,0 +1,534 @@
+/* edgeloop portable kernels (C++11, no allocation, no exceptions).
+ *
+ * One function per operator and data type. Tensors are NHWC, batch first.
+ * Quantized kernels follow the TensorFlow Lite quantization specification
+ * (int8 activations with zero points, symmetric int8 weights, per-channel
+ * where the converter made them, int32 biases) with the same integer
+ * arithmetic as the reference kernels, so they are bit-exact with
+ * TensorFlow Lite Micro. Written for edgeloop; Apache-2.0.
+ */
+#ifndef EL_KERNELS_H
+#define EL_KERNELS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "el_fixedpoint.h"
+
+namespace el {
+
+struct ConvParams {
+  int batches, in_h, in_w, in_c;
+  int out_h, out_w, out_c;
+  int filter_h, filter_w, filter_in_c;
+  int stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
+  int depth_multiplier;
+  int32_t in_offset, out_offset, act_min, act_max;
+  float fact_min, fact_max;
+};
+
+struct PoolParams {
+  int batches, in_h, in_w, channels;
+  int out_h, out_w;
+  int filter_h, filter_w, stride_h, stride_w, pad_h, pad_w;
+  int32_t act_min, act_max;
+  float fact_min, fact_max;
+};
+
+struct FcParams {
+  int batches, in_depth, out_depth;
+  int per_channel;
+  int32_t in_offset, filter_offset, out_offset, act_min, act_max;
+  float fact_min, fact_max;
+};
+
+struct AddParams {
+  /* Output extents (4-D, leading ones added) and element strides of each
+     input, 0 along broadcast dimensions. */
+  int dims[4];
+  int stride1[4];
+  int stride2[4];
+  int32_t in1_offset, in2_offset, out_offset;
+  int left_shift;
+  int32_t in1_multiplier, in2_multiplier, out_multiplier;
+  int in1_shift, in2_shift, out_shift;
+  int32_t act_min, act_max;
+  float fact_min, fact_max;
+};
+
+struct MeanParams {
+  int in_dims[4];  /* 4-D input extents, leading ones added */
+  int reduce[4];   /* 1 where the axis is reduced */
+  int count;       /* number of elements reduced into each output */
+  int same_quant;  /* input and output share scale and zero point */
+  int32_t in_zp, out_zp, multiplier;
+  int shift;
+};
+
+/* ---------------------------------------------------------------- int8 */
+
+static inline void fully_connected_s8(const FcParams& p, const int8_t* input,
+                                      const int8_t* filter, const int32_t* bias,
+                                      const int32_t* multiplier, const int32_t* shift,
+                                      int8_t* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    const int8_t* in = input + b * p.in_depth;
+    for (int oc = 0; oc < p.out_depth; ++oc) {
+      const int8_t* w = filter + oc * p.in_depth;
+      int32_t acc = 0;
+      for (int d = 0; d < p.in_depth; ++d) {
+        acc += (static_cast<int32_t>(w[d]) + p.filter_offset) *
+               (static_cast<int32_t>(in[d]) + p.in_offset);
+      }
+      if (bias) acc += bias[oc];
+      const int q = p.per_channel ? oc : 0;
+      acc = mbqm(acc, multiplier[q], shift[q]) + p.out_offset;
+      output[b * p.out_depth + oc] = static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+    }
+  }
+}
+
+static inline void conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter,
+                           const int32_t* bias, const int32_t* multiplier,
+                           const int32_t* shift, int8_t* output) {
+  const int groups = p.in_c / p.filter_in_c;
+  const int filters_per_group = p.out_c / groups;
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      const int in_y0 = oy * p.stride_h - p.pad_h;
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        for (int oc = 0; oc < p.out_c; ++oc) {
+          const int group = oc / filters_per_group;
+          int32_t acc = 0;
+          for (int fy = 0; fy < p.filter_h; ++fy) {
+            const int iy = in_y0 + p.dil_h * fy;
+            if (iy < 0 || iy >= p.in_h) continue;
+            for (int fx = 0; fx < p.filter_w; ++fx) {
+              const int ix = in_x0 + p.dil_w * fx;
+              if (ix < 0 || ix >= p.in_w) continue;
+              const int8_t* in =
+                  input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + group * p.filter_in_c;
+              const int8_t* w = filter + ((oc * p.filter_h + fy) * p.filter_w + fx) * p.filter_in_c;
+              for (int ic = 0; ic < p.filter_in_c; ++ic) {
+                acc += static_cast<int32_t>(w[ic]) * (static_cast<int32_t>(in[ic]) + p.in_offset);
+              }
+            }
+          }
+          if (bias) acc += bias[oc];
+          acc = mbqm(acc, multiplier[oc], shift[oc]) + p.out_offset;
+          output[((b * p.out_h + oy) * p.out_w + ox) * p.out_c + oc] =
+              static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+        }
+      }
+    }
+  }
+}
+
+static inline void depthwise_conv_s8(const ConvParams& p, const int8_t* input,
+                                     const int8_t* filter, const int32_t* bias,
+                                     const int32_t* multiplier, const int32_t* shift,
+                                     int8_t* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      const int in_y0 = oy * p.stride_h - p.pad_h;
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        for (int ic = 0; ic < p.in_c; ++ic) {
+          for (int m = 0; m < p.depth_multiplier; ++m) {
+            const int oc = m + ic * p.depth_multiplier;
+            int32_t acc = 0;
+            for (int fy = 0; fy < p.filter_h; ++fy) {
+              const int iy = in_y0 + p.dil_h * fy;
+              if (iy < 0 || iy >= p.in_h) continue;
+              for (int fx = 0; fx < p.filter_w; ++fx) {
+                const int ix = in_x0 + p.dil_w * fx;
+                if (ix < 0 || ix >= p.in_w) continue;
+                const int32_t in = input[((b * p.in_h + iy) * p.in_w + ix) * p.in_c + ic];
+                const int32_t w = filter[(fy * p.filter_w + fx) * p.out_c + oc];
+                acc += w * (in + p.in_offset);
+              }
+            }
+            if (bias) acc += bias[oc];
+            acc = mbqm(acc, multiplier[oc], shift[oc]) + p.out_offset;
+            output[((b * p.out_h + oy) * p.out_w + ox) * p.out_c + oc] =
+                static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+          }
+        }
+      }
+    }
+  }
+}
+
+static inline void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_y0 = oy * p.stride_h - p.pad_h;
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        const int fy0 = in_y0 < 0 ? -in_y0 : 0;
+        const int fy1 = p.filter_h < p.in_h - in_y0 ? p.filter_h : p.in_h - in_y0;
+        const int fx0 = in_x0 < 0 ? -in_x0 : 0;
+        const int fx1 = p.filter_w < p.in_w - in_x0 ? p.filter_w : p.in_w - in_x0;
+        for (int c = 0; c < p.channels; ++c) {
+          int32_t best = -128;
+          for (int fy = fy0; fy < fy1; ++fy) {
+            for (int fx = fx0; fx < fx1; ++fx) {
+              const int32_t v =
+                  input[((b * p.in_h + in_y0 + fy) * p.in_w + in_x0 + fx) * p.channels + c];
+              if (v > best) best = v;
+            }
+          }
+          output[((b * p.out_h + oy) * p.out_w + ox) * p.channels + c] =
+              static_cast<int8_t>(clamp32(best, p.act_min, p.act_max));
+        }
+      }
+    }
+  }
+}
+
+static inline void average_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_y0 = oy * p.stride_h - p.pad_h;
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        const int fy0 = in_y0 < 0 ? -in_y0 : 0;
+        const int fy1 = p.filter_h < p.in_h - in_y0 ? p.filter_h : p.in_h - in_y0;
+        const int fx0 = in_x0 < 0 ? -in_x0 : 0;
+        const int fx1 = p.filter_w < p.in_w - in_x0 ? p.filter_w : p.in_w - in_x0;
+        const int count = (fy1 - fy0) * (fx1 - fx0);
+        for (int c = 0; c < p.channels; ++c) {
+          int32_t acc = 0;
+          for (int fy = fy0; fy < fy1; ++fy) {
+            for (int fx = fx0; fx < fx1; ++fx) {
+              acc += input[((b * p.in_h + in_y0 + fy) * p.in_w + in_x0 + fx) * p.channels + c];
+            }
+          }
+          if (count > 0) {
+            acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+          }
+          output[((b * p.out_h + oy) * p.out_w + ox) * p.channels + c] =
+              static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+        }
+      }
+    }
+  }
+}
+
+/* Softmax over the last dimension; output scale 1/256, zero point -128. */
+static inline void softmax_s8(const int8_t* input, int8_t* output, int outer, int depth,
+                              int32_t input_multiplier, int input_left_shift, int diff_min) {
+  for (int i = 0; i < outer; ++i) {
+    const int8_t* in = input + i * depth;
+    int8_t* out = output + i * depth;
+    int32_t max_in_row = -128;
+    for (int c = 0; c < depth; ++c) {
+      if (in[c] > max_in_row) max_in_row = in[c];
+    }
+    int32_t sum_of_exps = 0; /* Q12.19 */
+    for (int c = 0; c < depth; ++c) {
+      const int32_t diff = static_cast<int32_t>(in[c]) - max_in_row;
+      if (diff >= diff_min) {
+        const int32_t scaled = srdhm(shl(diff, input_left_shift), input_multiplier);
+        sum_of_exps = wrap_add(sum_of_exps, rdbpot(exp_on_negative_values(scaled, 5), 12));
+      }
+    }
+    const int headroom_plus_one = count_leading_zeros(static_cast<uint32_t>(sum_of_exps));
+    const int num_bits_over_unit = 12 - headroom_plus_one;
+    const int32_t shifted_sum_minus_one = static_cast<int32_t>(
+        (static_cast<uint32_t>(sum_of_exps) << headroom_plus_one) - (static_cast<uint32_t>(1) << 31));
+    const int32_t shifted_scale = one_over_one_plus_x(shifted_sum_minus_one);
+    const int exponent = num_bits_over_unit + 31 - 8;
+    for (int c = 0; c < depth; ++c) {
+      const int32_t diff = static_cast<int32_t>(in[c]) - max_in_row;
+      if (diff >= diff_min) {
+        const int32_t scaled = srdhm(shl(diff, input_left_shift), input_multiplier);
+        const int32_t exp_in_0 = exp_on_negative_values(scaled, 5);
+        const int32_t unsat = rdbpot(srdhm(shifted_scale, exp_in_0), exponent);
+        out[c] = static_cast<int8_t>(clamp32(unsat - 128, -128, 127));
+      } else {
+        out[c] = -128;
+      }
+    }
+  }
+}
+
+/* Logistic; output scale 1/256, zero point -128. */
+static inline void logistic_s8(const int8_t* input, int8_t* output, int n, int32_t input_zp,
+                               int32_t input_range_radius, int32_t input_multiplier,
+                               int input_left_shift) {
+  for (int i = 0; i < n; ++i) {
+    const int32_t v = static_cast<int32_t>(input[i]) - input_zp;
+    if (v <= -input_range_radius) {
+      output[i] = -128;
+    } else if (v >= input_range_radius) {
+      output[i] = 127;
+    } else {
+      const int32_t in_q4 = mbqm(v, input_multiplier, input_left_shift);
+      const int32_t out_q0 = fixed_logistic(in_q4, 4);
+      const int32_t out_q23 = rdbpot(out_q0, 31 - 8);
+      output[i] = static_cast<int8_t>(clamp32(out_q23 - 128, -128, 127));
+    }
+  }
+}
+
+static inline int8_t add_one_s8(int8_t x, int8_t y, const AddParams& p) {
+  const int32_t a = shl(p.in1_offset + x, p.left_shift);
+  const int32_t b = shl(p.in2_offset + y, p.left_shift);
+  const int32_t sa = mbqm(a, p.in1_multiplier, p.in1_shift);
+  const int32_t sb = mbqm(b, p.in2_multiplier, p.in2_shift);
+  const int32_t raw = mbqm(wrap_add(sa, sb), p.out_multiplier, p.out_shift) + p.out_offset;
+  return static_cast<int8_t>(clamp32(raw, p.act_min, p.act_max));
+}
+
+static inline void add_s8(const AddParams& p, const int8_t* in1, const int8_t* in2,
+                          int8_t* output) {
+  int o = 0;
+  for (int d0 = 0; d0 < p.dims[0]; ++d0) {
+    for (int d1 = 0; d1 < p.dims[1]; ++d1) {
+      for (int d2 = 0; d2 < p.dims[2]; ++d2) {
+        const int base1 = d0 * p.stride1[0] + d1 * p.stride1[1] + d2 * p.stride1[2];
+        const int base2 = d0 * p.stride2[0] + d1 * p.stride2[1] + d2 * p.stride2[2];
+        for (int d3 = 0; d3 < p.dims[3]; ++d3, ++o) {
+          output[o] = add_one_s8(in1[base1 + d3 * p.stride1[3]], in2[base2 + d3 * p.stride2[3]], p);
+        }
+      }
+    }
+  }
+}
+
+static inline void mean_s8(const MeanParams& p, const int8_t* input, int8_t* output) {
+  const int* d = p.in_dims;
+  int32_t multiplier = p.multiplier;
+  int shift = p.shift;
+  if (!p.same_quant) {
+    int s = 0;
+    while ((static_cast<int64_t>(1) << (s + 1)) <= p.count) ++s; /* floor(log2(count)) */
+    if (s > 32) s = 32;
+    if (s > 31 + shift) s = 31 + shift;
+    multiplier = static_cast<int32_t>((static_cast<int64_t>(multiplier) << s) / p.count);
+    shift = shift - s;
+  }
+  const int o0 = p.reduce[0] ? 1 : d[0], o1 = p.reduce[1] ? 1 : d[1];
+  const int o2 = p.reduce[2] ? 1 : d[2], o3 = p.reduce[3] ? 1 : d[3];
+  int o = 0;
+  for (int a = 0; a < o0; ++a)
+    for (int b = 0; b < o1; ++b)
+      for (int c = 0; c < o2; ++c)
+        for (int e = 0; e < o3; ++e, ++o) {
+          int32_t sum = 0;
+          for (int i0 = p.reduce[0] ? 0 : a; i0 < (p.reduce[0] ? d[0] : a + 1); ++i0)
+            for (int i1 = p.reduce[1] ? 0 : b; i1 < (p.reduce[1] ? d[1] : b + 1); ++i1)
+              for (int i2 = p.reduce[2] ? 0 : c; i2 < (p.reduce[2] ? d[2] : c + 1); ++i2)
+                for (int i3 = p.reduce[3] ? 0 : e; i3 < (p.reduce[3] ? d[3] : e + 1); ++i3)
+                  sum += input[((i0 * d[1] + i1) * d[2] + i2) * d[3] + i3];
+          if (p.same_quant) {
+            output[o] = static_cast<int8_t>(sum / p.count);
+          } else {
+            const int32_t shifted = sum - p.in_zp * p.count;
+            const int32_t v = mbqm(shifted, multiplier, shift) + p.out_zp;
+            output[o] = static_cast<int8_t>(clamp32(v, -128, 127));
+          }
+        }
+}
+
+static inline void quantize_f32_s8(const float* input, int8_t* output, int n, float scale,
+                                   int32_t zero_point) {
+  for (int i = 0; i < n; ++i) {
+    const int32_t v = static_cast<int32_t>(roundf(input[i] / scale)) + zero_point;
+    output[i] = static_cast<int8_t>(clamp32(v, -128, 127));
+  }
+}
+
+static inline void requantize_s8(const int8_t* input, int8_t* output, int n, int32_t in_zp,
+                                 int32_t out_zp, int32_t multiplier, int shift) {
+  for (int i = 0; i < n; ++i) {
+    const int32_t v = mbqm(static_cast<int32_t>(input[i]) - in_zp, multiplier, shift) + out_zp;
+    output[i] = static_cast<int8_t>(clamp32(v, -128, 127));
+  }
+}
+
+static inline void dequantize_s8_f32(const int8_t* input, float* output, int n, double scale,
+                                     int32_t zero_point) {
+  for (int i = 0; i < n; ++i) {
+    output[i] = static_cast<float>(scale * (static_cast<int32_t>(input[i]) - zero_point));
+  }
+}
+
+/* ------------------------------------------------------------- float32 */
+
+static inline void fully_connected_f32(const FcParams& p, const float* input, const float* filter,
+                                       const float* bias, float* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    const float* in = input + b * p.in_depth;
+    for (int oc = 0; oc < p.out_depth; ++oc) {
+      const float* w = filter + oc * p.in_depth;
+      float acc = 0.f;
+      for (int d = 0; d < p.in_depth; ++d) acc += w[d] * in[d];
+      if (bias) acc += bias[oc];
+      output[b * p.out_depth + oc] = clampf(acc, p.fact_min, p.fact_max);
+    }
+  }
+}
+
+static inline void conv_f32(const ConvParams& p, const float* input, const float* filter,
+                            const float* bias, float* output) {
+  const int groups = p.in_c / p.filter_in_c;
+  const int filters_per_group = p.out_c / groups;
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      const int in_y0 = oy * p.stride_h - p.pad_h;
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        for (int oc = 0; oc < p.out_c; ++oc) {
+          const int group = oc / filters_per_group;
+          float acc = 0.f;
+          for (int fy = 0; fy < p.filter_h; ++fy) {
+            const int iy = in_y0 + p.dil_h * fy;
+            if (iy < 0 || iy >= p.in_h) continue;
+            for (int fx = 0; fx < p.filter_w; ++fx) {
+              const int ix = in_x0 + p.dil_w * fx;
+              if (ix < 0 || ix >= p.in_w) continue;
+              const float* in =
+                  input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + group * p.filter_in_c;
+              const float* w = filter + ((oc * p.filter_h + fy) * p.filter_w + fx) * p.filter_in_c;
+              for (int ic = 0; ic < p.filter_in_c; ++ic) acc += w[ic] * in[ic];
+            }
+          }
+          if (bias) acc += bias[oc];
+          output[((b * p.out_h + oy) * p.out_w + ox) * p.out_c + oc] =
+              clampf(acc, p.fact_min, p.fact_max);
+        }
+      }
+    }
+  }
+}
+
+static inline void depthwise_conv_f32(const ConvParams& p, const float* input, const float* filter,
+                                      const float* bias, float* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      const int in_y0 = oy * p.stride_h - p.pad_h;
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        for (int ic = 0; ic < p.in_c; ++ic) {
+          for (int m = 0; m < p.depth_multiplier; ++m) {
+            const int oc = m + ic * p.depth_multiplier;
+            float acc = 0.f;
+            for (int fy = 0; fy < p.filter_h; ++fy) {
+              const int iy = in_y0 + p.dil_h * fy;
+              if (iy < 0 || iy >= p.in_h) continue;
+              for (int fx = 0; fx < p.filter_w; ++fx) {
+                const int ix = in_x0 + p.dil_w * fx;
+                if (ix < 0 || ix >= p.in_w) continue;
+                acc += filter[(fy * p.filter_w + fx) * p.out_c + oc] *
+                       input[((b * p.in_h + iy) * p.in_w + ix) * p.in_c + ic];
+              }
+            }
+            if (bias) acc += bias[oc];
+            output[((b * p.out_h + oy) * p.out_w + ox) * p.out_c + oc] =
+                clampf(acc, p.fact_min, p.fact_max);
+          }
+        }
+      }
+    }
+  }
+}
+
+static inline void pool_f32(const PoolParams& p, const float* input, float* output, bool is_max) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_y0 = oy * p.stride_h - p.pad_h;
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        const int fy0 = in_y0 < 0 ? -in_y0 : 0;
+        const int fy1 = p.filter_h < p.in_h - in_y0 ? p.filter_h : p.in_h - in_y0;
+        const int fx0 = in_x0 < 0 ? -in_x0 : 0;
+        const int fx1 = p.filter_w < p.in_w - in_x0 ? p.filter_w : p.in_w - in_x0;
+        const int count = (fy1 - fy0) * (fx1 - fx0);
+        for (int c = 0; c < p.channels; ++c) {
+          float acc = is_max ? -3.402823466e+38f : 0.f;
+          for (int fy = fy0; fy < fy1; ++fy) {
+            for (int fx = fx0; fx < fx1; ++fx) {
+              const float v =
+                  input[((b * p.in_h + in_y0 + fy) * p.in_w + in_x0 + fx) * p.channels + c];
+              if (is_max) {
+                if (v > acc) acc = v;
+              } else {
+                acc += v;
+              }
+            }
+          }
+          if (!is_max && count > 0) acc /= static_cast<float>(count);
+          output[((b * p.out_h + oy) * p.out_w + ox) * p.channels + c] =
+              clampf(acc, p.fact_min, p.fact_max);
+        }
+      }
+    }
+  }
+}
+
+static inline void softmax_f32(const float* input, float* output, int outer, int depth,
+                               float beta) {
+  for (int i = 0; i < outer; ++i) {
+    const float* in = input + i * depth;
+    float* out = output + i * depth;
+    float max_v = in[0];
+    for (int c = 1; c < depth; ++c) {
+      if (in[c] > max_v) max_v = in[c];
+    }
+    float sum = 0.f;
+    for (int c = 0; c < depth; ++c) {
+      const float e = expf((in[c] - max_v) * beta);
+      out[c] = e;
+      sum += e;
+    }
+    for (int c = 0; c < depth; ++c) out[c] = out[c] / sum;
+  }
+}
+
+static inline void logistic_f32(const float* input, float* output, int n) {
+  for (int i = 0; i < n; ++i) output[i] = 1.f / (1.f + expf(-input[i]));
+}
+
+static inline void add_f32(const AddParams& p, const float* in1, const float* in2, float* output) {
+  int o = 0;
+  for (int d0 = 0; d0 < p.dims[0]; ++d0) {
+    for (int d1 = 0; d1 < p.dims[1]; ++d1) {
+      for (int d2 = 0; d2 < p.dims[2]; ++d2) {
+        const int base1 = d0 * p.stride1[0] + d1 * p.stride1[1] + d2 * p.stride1[2];
+        const int base2 = d0 * p.stride2[0] + d1 * p.stride2[1] + d2 * p.stride2[2];
+        for (int d3 = 0; d3 < p.dims[3]; ++d3, ++o) {
+          output[o] = clampf(in1[base1 + d3 * p.stride1[3]] + in2[base2 + d3 * p.stride2[3]],
+                             p.fact_min, p.fact_max);
+        }
+      }
+    }
+  }
+}
+
+static inline void mean_f32(const MeanParams& p, const float* input, float* output) {
+  const int* d = p.in_dims;
+  const int o0 = p.reduce[0] ? 1 : d[0], o1 = p.reduce[1] ? 1 : d[1];
+  const int o2 = p.reduce[2] ? 1 : d[2], o3 = p.reduce[3] ? 1 : d[3];
+  int o = 0;
+  for (int a = 0; a < o0; ++a)
+    for (int b = 0; b < o1; ++b)
+      for (int c = 0; c < o2; ++c)
+        for (int e = 0; e < o3; ++e, ++o) {
+          float sum = 0.f;
+          for (int i0 = p.reduce[0] ? 0 : a; i0 < (p.reduce[0] ? d[0] : a + 1); ++i0)
+            for (int i1 = p.reduce[1] ? 0 : b; i1 < (p.reduce[1] ? d[1] : b + 1); ++i1)
+              for (int i2 = p.reduce[2] ? 0 : c; i2 < (p.reduce[2] ? d[2] : c + 1); ++i2)
+                for (int i3 = p.reduce[3] ? 0 : e; i3 < (p.reduce[3] ? d[3] : e + 1); ++i3)
+                  sum += input[((i0 * d[1] + i1) * d[2] + i2) * d[3] + i3];
+          output[o] = sum / static_cast<float>(p.count);
+        }
+}
+
+}  // namespace el
+
+#endif  // EL_KERNELS_H
