@@ -5,7 +5,8 @@
 | ``EDGELOOP_HOME`` | ``$AIRFLOW_HOME/edgeloop`` if ``AIRFLOW_HOME`` is set, else |
 |  | ``<repo>/var/edgeloop`` |
 | ``EDGELOOP_CATALOG_URL`` | ``sqlite:///$EDGELOOP_HOME/catalog.db`` |
-| ``EDGELOOP_BLOB_ROOT`` | ``$EDGELOOP_HOME/blobs`` |
+| ``EDGELOOP_BLOB_ROOT`` | ``$EDGELOOP_HOME/blobs`` (or ``s3://bucket/prefix``) |
+| ``EDGELOOP_BLOB_CONN_ID`` | ``aws_default``: the Airflow connection of an S3 blob root |
 | ``EDGELOOP_PIPELINES_DIR`` | ``<repo>/include/pipelines`` |
 """
 
@@ -23,7 +24,7 @@ SCHEMAS_DIR = REPO_ROOT / "include" / "schemas"
 class Settings:
     home: Path
     catalog_url: str
-    blob_root: Path
+    blob_root: str  # a local folder or s3://bucket/prefix
     pipelines_dir: Path
 
 
@@ -38,6 +39,6 @@ def get_settings() -> Settings:
     return Settings(
         home=home,
         catalog_url=env.get("EDGELOOP_CATALOG_URL") or f"sqlite:///{home / 'catalog.db'}",
-        blob_root=Path(env.get("EDGELOOP_BLOB_ROOT") or home / "blobs"),
+        blob_root=env.get("EDGELOOP_BLOB_ROOT") or str(home / "blobs"),
         pipelines_dir=Path(env.get("EDGELOOP_PIPELINES_DIR") or REPO_ROOT / "include/pipelines"),
     )

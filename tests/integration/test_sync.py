@@ -105,7 +105,7 @@ def test_full_sync_labels_and_splits_then_resync_changes_nothing(
     for name, row in got.items():
         digest = hashlib.sha256(LAYOUT[name]).hexdigest()
         assert row["sha256"] == digest and row["files"][0]["sha256"] == digest
-        assert blobs.path(digest).read_bytes() == LAYOUT[name]
+        assert blobs.read_bytes(digest) == LAYOUT[name]
     stored = [p for p in blobs.root.rglob("*")
               if p.is_file() and p.relative_to(blobs.root).parts[0] != "tmp"]
     assert len(stored) == 8  # the duplicate is stored once
@@ -136,7 +136,7 @@ def test_add_change_delete_are_exact(tmp_path, home, s3_client, s3_bucket, conn_
     assert changed["id"] == before["a/3.png"]["id"]  # updated in place, not duplicated
     assert changed["sha256"] == hashlib.sha256(b"changed a3").hexdigest()
     assert changed["category"] == before["a/3.png"]["category"]
-    assert BlobStore.from_settings().path(changed["sha256"]).read_bytes() == b"changed a3"
+    assert BlobStore.from_settings().read_bytes(changed["sha256"]) == b"changed a3"
     assert by_name(deleted=True)["a/7.png"]["deleted_at"] is not None
     assert Catalog.from_settings().counts("proj")["label"] == {"a": 9, "b": 2}
 
@@ -267,6 +267,24 @@ def test_inline_encrypted_secret_works_and_never_lands_in_catalog(
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     get_fernet.cache_clear()
+
+
+def test_blobs_under_an_s3_prefix(tmp_path, home, s3_client, s3_bucket, conn_id,
+                                 monkeypatch) -> None:
+    blob_bucket = f"blobs-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=blob_bucket)
+    monkeypatch.setenv("EDGELOOP_BLOB_ROOT", f"s3://{blob_bucket}/store")
+    monkeypatch.setenv("EDGELOOP_BLOB_CONN_ID", conn_id)
+    put(s3_client, s3_bucket, {"a/1.png": b"s3 one", "a/2.png": b"s3 two", "b/3.png": b"s3 one"})
+    pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
+    stats, _ = run(pipeline)
+    assert (stats["new"], stats["duplicates"]) == (2, 1)
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=blob_bucket)["Contents"])
+    digests = sorted(hashlib.sha256(b).hexdigest() for b in (b"s3 one", b"s3 two"))
+    assert keys == sorted(f"store/{d[:2]}/{d[2:4]}/{d}" for d in digests)
+    blobs = BlobStore.from_settings()
+    assert blobs.read_bytes(hashlib.sha256(b"s3 two").hexdigest()) == b"s3 two"
+    assert not any((home / "blob-tmp").iterdir())
 
 
 def test_postgresql_catalog(tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch) -> None:
