@@ -130,7 +130,8 @@ def _options(op: Any, name: str) -> dict[str, Any]:
     if name == "SOFTMAX":
         return {"beta": float(load(tflite.SoftmaxOptions).Beta())}
     if name == "ADD":
-        return {"activation": _ACTIVATIONS.get(load(tflite.AddOptions).FusedActivationFunction(), "?")}
+        act = load(tflite.AddOptions).FusedActivationFunction()
+        return {"activation": _ACTIVATIONS.get(act, "?")}
     if name == "MEAN":
         return {"keep_dims": bool(load(tflite.ReducerOptions).KeepDims())}
     return {}
