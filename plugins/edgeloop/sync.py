@@ -163,6 +163,12 @@ def _download(client, step: S3ImportStep, obj: Listed, blobs: BlobStore) -> Fetc
     raise AssertionError("unreachable")
 
 
+def _skip(key: str, step: S3ImportStep) -> bool:
+    """Folder markers, the prefix itself and file types the project does not take."""
+    rel = key[len(step.prefix):]
+    return key.endswith("/") or not rel or os.path.splitext(rel)[1].lower() not in step.file_types
+
+
 class _Ledger:
     """What the catalog holds for one source, loaded once per sync."""
 
@@ -190,10 +196,11 @@ def _record(conn: sa.Connection, ledger: _Ledger, dataset_id: int, step: S3Impor
             batch: list[Fetched], stats: dict[str, int]) -> None:
     """Write one batch of fetched objects in the caller's transaction."""
     ts = now()
-    ledger_rows = []
+    placed: list[tuple[Fetched, int]] = []  # (object, item it maps to)
+    new: list[Fetched] = []
+    duplicates: list[Fetched] = []
     for f in batch:
-        key, rel = f.obj.key, f.obj.key[len(step.prefix):]
-        existing = ledger.items.get(key)
+        existing = ledger.items.get(f.obj.key)
         if existing is not None:
             if existing.sha256 != f.sha256 or existing.deleted_at is not None:
                 conn.execute(items.update().where(items.c.id == existing.id).values(
@@ -204,30 +211,39 @@ def _record(conn: sa.Connection, ledger: _Ledger, dataset_id: int, step: S3Impor
                 stats["updated"] += 1
             else:
                 stats["unchanged"] += 1
-            item_id = existing.id
+            placed.append((f, existing.id))
         elif f.sha256 in ledger.live_shas:
-            item_id = ledger.live_shas[f.sha256]
-            stats["duplicates"] += 1
-            log.info("duplicate content: s3://%s/%s is item %s", step.bucket, key, item_id)
+            duplicates.append(f)
         else:
-            item_id = conn.execute(items.insert().values(
-                dataset_id=dataset_id, name=rel, label=None, category=None, source=step.uri,
-                source_key=key, etag=f.obj.etag, sha256=f.sha256, size=f.obj.size,
-                metadata="{}", label_pending=True, created_at=ts, updated_at=ts,
-            )).inserted_primary_key[0]
-            conn.execute(files.insert().values(
-                item_id=item_id, name=PurePosixPath(rel).name, sha256=f.sha256,
-                size=f.obj.size, blob_path=f.blob))
+            ledger.live_shas[f.sha256] = 0  # the id comes with the insert below
+            new.append(f)
+    if new:
+        ids = conn.execute(
+            items.insert().returning(items.c.id, sort_by_parameter_order=True),
+            [{"dataset_id": dataset_id, "name": f.obj.key[len(step.prefix):], "label": None,
+              "category": None, "source": step.uri, "source_key": f.obj.key,
+              "etag": f.obj.etag, "sha256": f.sha256, "size": f.obj.size, "metadata": "{}",
+              "label_pending": True, "created_at": ts, "updated_at": ts} for f in new],
+        ).scalars().all()
+        conn.execute(files.insert(), [
+            {"item_id": item_id, "name": PurePosixPath(f.obj.key).name, "sha256": f.sha256,
+             "size": f.obj.size, "blob_path": f.blob} for f, item_id in zip(new, ids, strict=True)])
+        for f, item_id in zip(new, ids, strict=True):
             ledger.live_shas[f.sha256] = item_id
-            stats["new"] += 1
-        ledger_rows.append({"dataset_id": dataset_id, "source": step.uri, "key": key,
-                            "etag": f.obj.etag, "size": f.obj.size, "sha256": f.sha256,
-                            "item_id": item_id, "updated_at": ts})
-    keys = [r["key"] for r in ledger_rows]
+            placed.append((f, item_id))
+        stats["new"] += len(new)
+    for f in duplicates:
+        item_id = ledger.live_shas[f.sha256]
+        log.info("duplicate content: s3://%s/%s is item %s", step.bucket, f.obj.key, item_id)
+        placed.append((f, item_id))
+        stats["duplicates"] += 1
     conn.execute(source_objects.delete().where(
         (source_objects.c.dataset_id == dataset_id) & (source_objects.c.source == step.uri)
-        & source_objects.c.key.in_(keys)))
-    conn.execute(source_objects.insert(), ledger_rows)
+        & source_objects.c.key.in_([f.obj.key for f, _ in placed])))
+    conn.execute(source_objects.insert(), [
+        {"dataset_id": dataset_id, "source": step.uri, "key": f.obj.key, "etag": f.obj.etag,
+         "size": f.obj.size, "sha256": f.sha256, "item_id": item_id, "updated_at": ts}
+        for f, item_id in placed])
 
 
 def _mark_deleted(catalog: Catalog, dataset_id: int, step: S3ImportStep, ledger: _Ledger,
@@ -264,27 +280,9 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
         dataset_id = catalog.dataset_id(conn, pipeline.project)
         ledger = _Ledger(conn, dataset_id, step.uri)
 
-    wanted: list[Listed] = []
-    seen: set[str] = set()
-    for obj in list_source(client, step):
-        stats["listed"] += 1
-        rel = obj.key[len(step.prefix):]
-        if obj.key.endswith("/") or not rel or \
-                os.path.splitext(rel)[1].lower() not in step.file_types:
-            stats["skipped"] += 1
-            continue
-        seen.add(obj.key)
-        known = ledger.objects.get(obj.key)
-        if known is not None and known.etag == obj.etag and known.size == obj.size:
-            stats["unchanged"] += 1
-        else:
-            wanted.append(obj)
-    log.info("%s: listed %s object(s), %s to fetch, %s skipped", step.uri, stats["listed"],
-             len(wanted), stats["skipped"])
-
     failures: list[str] = []
     pending: list[Fetched] = []
-    done = 0
+    fetched = 0
 
     def flush() -> None:
         if pending:
@@ -293,21 +291,44 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
                         sorted(pending, key=lambda f: f.obj.key), stats)
             pending.clear()
 
+    def collect(finished: set[Future[Fetched]]) -> None:
+        nonlocal fetched
+        for fut in finished:
+            try:
+                pending.append(fut.result())
+                fetched += 1
+            except Exception as exc:
+                failures.append(str(exc))
+                log.error("failed to fetch from %s: %s", step.uri, exc)
+        if len(pending) >= BATCH:
+            flush()
+            log.info("progress: %s listed, %s fetched, %s failed", stats["listed"], fetched,
+                     len(failures))
+
+    seen: set[str] = set()
+    window: set[Future[Fetched]] = set()
+    # Downloads start while the listing goes on; at most concurrency*4 are in flight.
     with ThreadPoolExecutor(max_workers=step.concurrency, thread_name_prefix="sync") as pool:
-        window: set[Future[Fetched]] = set()
-        todo = iter(wanted)
-        for obj in todo:  # keep a bounded number of downloads in flight
-            window.add(pool.submit(_download, client, step, obj, blobs))
-            if len(window) >= step.concurrency * 4:
-                finished, window = wait(window, return_when=FIRST_COMPLETED)
-                done += _collect(finished, pending, failures, step)
-                if len(pending) >= BATCH:
-                    flush()
-                    log.info("progress: %s/%s fetched, %s failed", done, len(wanted),
-                             len(failures))
-        finished, _ = wait(window)
-        done += _collect(finished, pending, failures, step)
-    flush()
+        try:
+            for obj in list_source(client, step):
+                stats["listed"] += 1
+                if stats["listed"] % 10_000 == 0:
+                    log.info("progress: %s listed, %s fetched", stats["listed"], fetched)
+                if _skip(obj.key, step):
+                    stats["skipped"] += 1
+                    continue
+                seen.add(obj.key)
+                known = ledger.objects.get(obj.key)
+                if known is not None and known.etag == obj.etag and known.size == obj.size:
+                    stats["unchanged"] += 1
+                    continue
+                window.add(pool.submit(_download, client, step, obj, blobs))
+                if len(window) >= step.concurrency * 4:
+                    finished, window = wait(window, return_when=FIRST_COMPLETED)
+                    collect(finished)
+        finally:  # a listing error still commits what was fetched
+            collect(wait(window)[0])
+            flush()
 
     if step.sync_deletions:
         gone = sorted(set(ledger.objects) - seen)
@@ -319,17 +340,6 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
         raise SourceError(f"{len(failures)} object(s) of {step.uri} could not be fetched "
                           f"(the others are stored; re-run to retry): {'; '.join(failures[:5])}")
     return stats
-
-
-def _collect(finished: set[Future[Fetched]], pending: list[Fetched], failures: list[str],
-             step: S3ImportStep) -> int:
-    for fut in finished:
-        try:
-            pending.append(fut.result())
-        except Exception as exc:
-            failures.append(str(exc))
-            log.error("failed to fetch from %s: %s", step.uri, exc)
-    return len(finished)
 
 
 def label_step(pipeline: Pipeline, step: S3ImportStep, *,
