@@ -17,6 +17,8 @@ from edgeloop.errors import EdgeloopError
 COMMAND_MODULES: tuple[str, ...] = (
     "edgeloop.commands",
     "edgeloop.deploy.cli",
+    "edgeloop.blocks.cli",
+    "edgeloop.research.cli",
 )
 
 

@@ -14,7 +14,8 @@ Runtimes:
   install``), cached under ``$EDGELOOP_BLOCK_VENVS`` (default
   ``$EDGELOOP_HOME/block-venvs``, else ``~/.cache/edgeloop/block-venvs``) by a
   hash of requirements.txt and the Python version, so it is built once and
-  reused while the file is unchanged. Without requirements.txt the block runs
+  reused while the file is unchanged; bytecode is cached in ``pycache/`` there
+  (PYTHONPYCACHEPREFIX). Without requirements.txt the block runs
   in the project's own environment; without a Dockerfile, ``transform.py`` runs
   as ``python3 -u transform.py``.
 - ``docker``: ``docker build`` the folder and ``docker run`` the image with the
@@ -491,6 +492,11 @@ def run_block(
         proc_env.update(block_env)
         proc_env["PATH"] = f"{bindir}{os.pathsep}{proc_env.get('PATH', '')}"
         proc_env["PYTHONUNBUFFERED"] = "1"
+        # Bytecode goes to a cache beside the venvs, never into a source tree: without it
+        # (PYTHONDONTWRITEBYTECODE) every block start recompiles pandas/scipy/GE (~10 s).
+        proc_env.pop("PYTHONDONTWRITEBYTECODE", None)
+        proc_env.setdefault("PYTHONPYCACHEPREFIX",
+                            str((Path(venvs) if venvs else venv_root()) / "pycache"))
         proc_env.setdefault("MPLBACKEND", "Agg")
         if venv is not None:
             proc_env["VIRTUAL_ENV"] = str(venv)

@@ -1,0 +1,283 @@
+"""research-combiner: one data item (accelerometer, PPG, Polar H10, labels) -> checklist,
+combined.parquet (the research-combined contract) and hr.png.
+
+Steps: read the four CSVs with pyarrow; derive the heart rate from the PPG
+(band-pass, peak detection, beat-to-beat intervals, median filter); correlate
+it with the Polar H10 reference on a 1 Hz grid; align everything on the
+accelerometer's clock inside the span every stream covers; give every row the
+label whose [start, end) interval covers it.
+
+Checklist (ei-metadata.json, action "add"): ei_check_<file>_file_present for
+the four files, ei_check_hr_correlation_min (Pearson r of PPG HR vs reference
+HR >= --min-correlation), ei_check_labels_cover_recording (no row without a
+label), and ei_check (every ei_check_* key of the item, including those an
+earlier checklist block set, is 1). A check whose inputs are missing is not
+written: the missing file's own check already fails. combined.parquet is
+written only when this block's checks all pass; hr.png whenever both heart
+rates exist (it is how a failed correlation is diagnosed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+CONTRACT = "research-combined/1"
+FILES = ("accelerometer", "ppg", "polar_h10", "labels")
+COLUMN_TYPES = {
+    "accelerometer": {"timestamp": pa.int64(), "x": pa.float64(), "y": pa.float64(),
+                      "z": pa.float64()},
+    "ppg": {"timestamp": pa.int64(), "ppg": pa.float64()},
+    "polar_h10": {"timestamp": pa.int64(), "hr": pa.float64()},
+    "labels": {"start": pa.int64(), "end": pa.int64(), "label": pa.string()},
+}
+SCHEMA = pa.schema([
+    pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
+    pa.field("accX", pa.float32(), nullable=False),
+    pa.field("accY", pa.float32(), nullable=False),
+    pa.field("accZ", pa.float32(), nullable=False),
+    pa.field("ppg", pa.float32(), nullable=False),
+    pa.field("hr_ppg", pa.float32(), nullable=True),
+    pa.field("hr_ref", pa.float32(), nullable=False),
+    pa.field("label", pa.string(), nullable=False),
+])
+MIN_BPM, MAX_BPM = 35.0, 220.0
+MAX_BEAT_GAP_S = 5.0
+
+
+@dataclass
+class CombineResult:
+    checks: dict[str, bool] = field(default_factory=dict)
+    correlation: float = math.nan
+    rows: int = 0
+    outputs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(self.checks.values())
+
+
+def read_csv(path: Path, kind: str) -> dict[str, np.ndarray]:
+    """Read one of the four files with pyarrow, with the columns typed as expected."""
+    types = COLUMN_TYPES[kind]
+    table = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
+    )
+    out: dict[str, np.ndarray] = {}
+    for name in types:
+        col = table.column(name)
+        if col.null_count:
+            raise ValueError(f"{path.name}: column {name!r} has {col.null_count} empty value(s)")
+        out[name] = (np.asarray(col.to_pylist(), dtype=object) if name == "label"
+                     else col.to_numpy())
+    return out
+
+
+def heart_rate_from_ppg(t_ms: np.ndarray, ppg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Beat times (ms, midpoints of beat-to-beat intervals) and heart rate (bpm) there."""
+    from scipy.signal import butter, find_peaks, medfilt, sosfiltfilt
+
+    if t_ms.size < 50:
+        return np.empty(0), np.empty(0)
+    fs = 1000.0 / float(np.median(np.diff(t_ms)))
+    sos = butter(2, [0.5, min(4.0, 0.45 * fs)], btype="bandpass", fs=fs, output="sos")
+    filtered = sosfiltfilt(sos, ppg - ppg.mean())
+    min_distance = max(1, int(fs * 60.0 / MAX_BPM))
+    peaks, _ = find_peaks(filtered, distance=min_distance, prominence=0.3 * filtered.std())
+    if peaks.size < 3:
+        return np.empty(0), np.empty(0)
+    beat_t = t_ms[peaks].astype(np.float64)
+    ibi = np.diff(beat_t) / 1000.0
+    mid = (beat_t[1:] + beat_t[:-1]) / 2.0
+    bpm = 60.0 / ibi
+    keep = (bpm >= MIN_BPM) & (bpm <= MAX_BPM)
+    mid, bpm = mid[keep], bpm[keep]
+    if bpm.size >= 5:
+        bpm = medfilt(bpm, 5)
+    return mid, bpm
+
+
+def interp_with_gaps(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, max_gap: float) -> np.ndarray:
+    """np.interp, but NaN where the nearest sample of `xp` is farther than `max_gap`."""
+    if xp.size == 0:
+        return np.full(x.shape, np.nan)
+    y = np.interp(x, xp, fp)
+    i = np.searchsorted(xp, x)
+    left = xp[np.clip(i - 1, 0, xp.size - 1)]
+    right = xp[np.clip(i, 0, xp.size - 1)]
+    nearest = np.minimum(np.abs(x - left), np.abs(right - x))
+    y[nearest > max_gap] = np.nan
+    return y
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 10:
+        return math.nan
+    a, b = a[ok], b[ok]
+    if a.std() == 0 or b.std() == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def plot_hr(path: Path, grid_s: np.ndarray, hr_ref: np.ndarray, hr_ppg: np.ndarray,
+            correlation: float, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.2), dpi=80)
+    ax = fig.add_subplot(1, 1, 1)
+    minutes = (grid_s - grid_s[0]) / 60.0
+    ax.plot(minutes, hr_ref, lw=1.0, label="reference (Polar H10)")
+    ax.plot(minutes, hr_ppg, lw=1.0, label="from PPG")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("heart rate (bpm)")
+    ax.set_title(f"{title}  r = {correlation:.3f}" if math.isfinite(correlation)
+                 else f"{title}  r = n/a")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def combine_item(in_dir: Path, out_dir: Path, metadata: dict[str, str], *,
+                 min_correlation: float = 0.5, plot_on_failure: bool = True) -> CombineResult:
+    """Combine one item; writes outputs to `out_dir` and returns the checklist."""
+    res = CombineResult()
+    data: dict[str, dict[str, np.ndarray]] = {}
+    for kind in FILES:
+        path = in_dir / f"{kind}.csv"
+        present = path.is_file()
+        res.checks[f"ei_check_{kind}_file_present"] = present
+        if present:
+            try:
+                data[kind] = read_csv(path, kind)
+            except (pa.ArrowInvalid, ValueError, KeyError) as exc:
+                res.checks[f"ei_check_{kind}_file_present"] = False
+                res.notes.append(f"{path.name}: unreadable: {exc}")
+
+    grid_s = hr_ref_grid = hr_ppg_grid = None
+    beat_t = beat_bpm = None
+    if "ppg" in data and "polar_h10" in data:
+        ppg_t, polar_t = data["ppg"]["timestamp"], data["polar_h10"]["timestamp"]
+        beat_t, beat_bpm = heart_rate_from_ppg(ppg_t, data["ppg"]["ppg"])
+        lo = max(ppg_t[0], polar_t[0])
+        hi = min(ppg_t[-1], polar_t[-1])
+        grid_ms = np.arange(lo, hi, 1000.0)
+        hr_ref_grid = np.interp(grid_ms, polar_t, data["polar_h10"]["hr"])
+        hr_ppg_grid = interp_with_gaps(grid_ms, beat_t, beat_bpm, MAX_BEAT_GAP_S * 1000)
+        res.correlation = pearson(hr_ppg_grid, hr_ref_grid)
+        res.checks["ei_check_hr_correlation_min"] = (
+            math.isfinite(res.correlation) and res.correlation >= min_correlation)
+        grid_s = grid_ms / 1000.0
+
+    table = None
+    if all(k in data for k in FILES):
+        acc, labels = data["accelerometer"], data["labels"]
+        t = acc["timestamp"]
+        lo = max(t[0], data["ppg"]["timestamp"][0], data["polar_h10"]["timestamp"][0],
+                 labels["start"].min())
+        hi = min(t[-1], data["ppg"]["timestamp"][-1], data["polar_h10"]["timestamp"][-1],
+                 labels["end"].max())
+        sel = slice(np.searchsorted(t, lo, "left"), np.searchsorted(t, hi, "right"))
+        t = t[sel]
+        order = np.argsort(labels["start"], kind="stable")
+        starts, ends = labels["start"][order], labels["end"][order]
+        names = labels["label"][order]
+        idx = np.searchsorted(starts, t, side="right") - 1
+        covered = (idx >= 0) & (t < ends[np.clip(idx, 0, None)])
+        res.checks["ei_check_labels_cover_recording"] = bool(t.size) and bool(covered.all())
+        if not covered.all():
+            res.notes.append(f"{int((~covered).sum())} of {t.size} samples have no label")
+        res.rows = int(t.size)
+        if res.checks["ei_check_labels_cover_recording"]:
+            ppg = data["ppg"]
+            polar = data["polar_h10"]
+            hr_ppg = interp_with_gaps(t.astype(np.float64), beat_t, beat_bpm,
+                                      MAX_BEAT_GAP_S * 1000).astype(np.float32)
+            label_names = pa.array(list(names), type=pa.string())
+            table = pa.Table.from_arrays([
+                pa.array(t, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+                pa.array(acc["x"][sel].astype(np.float32)),
+                pa.array(acc["y"][sel].astype(np.float32)),
+                pa.array(acc["z"][sel].astype(np.float32)),
+                pa.array(np.interp(t, ppg["timestamp"], ppg["ppg"]).astype(np.float32)),
+                pa.array(hr_ppg, mask=np.isnan(hr_ppg)),
+                pa.array(np.interp(t, polar["timestamp"], polar["hr"]).astype(np.float32)),
+                label_names.take(pa.array(idx, type=pa.int32())),
+            ], schema=SCHEMA)
+
+    if res.passed and table is not None:
+        item_meta = {k: v for k, v in metadata.items() if k != "dataItemInfo"}
+        kv = {
+            "edgeloop.contract": CONTRACT,
+            "edgeloop.item_metadata": json.dumps(item_meta, sort_keys=True),
+            "edgeloop.hr_correlation": f"{res.correlation:.4f}",
+        }
+        table = table.replace_schema_metadata(kv)
+        tmp = out_dir / "combined.parquet.tmp"
+        pq.write_table(table, tmp, compression="snappy")
+        tmp.replace(out_dir / "combined.parquet")
+        res.outputs.append("combined.parquet")
+    if grid_s is not None and (res.passed or plot_on_failure):
+        title = metadata.get("study_id") or in_dir.name
+        plot_hr(out_dir / "hr.png", grid_s, hr_ref_grid, hr_ppg_grid, res.correlation, title)
+        res.outputs.append("hr.png")
+    return res
+
+
+def item_checklist(res: CombineResult, incoming: dict[str, str]) -> dict[str, str]:
+    """The metadata this block adds: its checks, ei_check over all checks, the correlation."""
+    meta = {k: "1" if ok else "0" for k, ok in res.checks.items()}
+    others = {k: v for k, v in incoming.items()
+              if k.startswith("ei_check_") and k not in meta}
+    meta["ei_check"] = "1" if res.passed and all(v == "1" for v in others.values()) else "0"
+    if math.isfinite(res.correlation):
+        meta["hr_correlation"] = f"{res.correlation:.4f}"
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--in-directory", required=True)
+    parser.add_argument("--out-directory", required=True)
+    parser.add_argument("--metadata", default="{}")
+    parser.add_argument("--min-correlation", type=float, default=0.5)
+    parser.add_argument("--plot-on-failure", default="1")
+    args, _ = parser.parse_known_args(argv)
+    started = time.perf_counter()
+    metadata = json.loads(args.metadata) if args.metadata else {}
+    incoming = {k: str(v) for k, v in metadata.items() if k != "dataItemInfo"}
+    in_dir, out_dir = Path(args.in_directory), Path(args.out_directory)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = combine_item(in_dir, out_dir, incoming, min_correlation=args.min_correlation,
+                       plot_on_failure=args.plot_on_failure.lower() in ("1", "true", "yes"))
+    for key, ok in res.checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {key}")
+    for note in res.notes:
+        print(f"note: {note}")
+    if math.isfinite(res.correlation):
+        print(f"correlation PPG HR vs reference HR: {res.correlation:.3f}")
+    meta = item_checklist(res, incoming)
+    with open(out_dir / "ei-metadata.json", "w", encoding="utf-8") as fh:
+        json.dump({"version": 1, "action": "add", "metadata": meta}, fh, indent=2)
+    print(f"{in_dir.name}: {res.rows} rows, outputs {res.outputs or 'none'}, "
+          f"ei_check={meta['ei_check']} ({time.perf_counter() - started:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
