@@ -1,0 +1,73 @@
+"""The pipeline-core subcommands of `edgeloop`, called through its entry point."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from edgeloop.catalog import Catalog
+from edgeloop.cli import main
+from edgeloop.config import load_pipeline
+from edgeloop.summary import summarize
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("EDGELOOP_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_validate_ok_and_errors(tmp_path: Path, capsys) -> None:
+    assert main(["validate", str(REPO / "include" / "pipelines")]) == 0
+    assert "ok: " in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "intervalStr": "1w", "steps": [
+        {"name": "s", "builtinTransformationBlock": {"type": "s3-to-project",
+                                                     "path": "s3://bkt/p/"}}]}))
+    assert main(["validate", str(bad), str(REPO / "include" / "pipelines" / "demo.json")]) == 1
+    out = capsys.readouterr()
+    assert f"error: {bad}: $.intervalStr: invalid value" in out.err and "got '1w'" in out.err
+    assert "ok: " in out.out
+
+
+def test_encrypt_secret_round_trips_with_airflow_key(monkeypatch, capsys) -> None:
+    from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet
+    from edgeloop.secrets import decrypt_secret
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
+    try:
+        monkeypatch.setattr("sys.stdin", io.StringIO("my-secret-key\n"))
+        assert main(["encrypt-secret"]) == 0
+        token = capsys.readouterr().out.strip()
+        assert "my-secret-key" not in token
+        assert decrypt_secret(token) == "my-secret-key"
+        monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+        get_fernet.cache_clear()
+        with pytest.raises(Exception, match="cannot decrypt with Airflow's fernet key"):
+            decrypt_secret(token)
+    finally:
+        get_fernet.cache_clear()
+
+
+def test_summary_items_and_stats(home: Path, capsys) -> None:
+    pipeline = load_pipeline(REPO / "include" / "pipelines" / "demo.json")
+    assert main(["summary", "demo"]) == 1
+    assert "no run of pipeline 'demo'" in capsys.readouterr().err
+    summarize(pipeline, "run-1", {"sync": {"listed": 3, "new": 2, "skipped": 1},
+                                  "label": {"labeled": 2}})
+    assert main(["summary", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "run run-1" in out and "listed 3, new 2, updated 0" in out and "skipped 1" in out
+    assert main(["summary", "demo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sync"]["new"] == 2
+    assert main(["items", "demo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["stats", "demo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"label": {}, "category": {}}
+    assert Catalog.from_settings().last_run("demo")["run_id"] == "run-1"
