@@ -30,7 +30,6 @@ class InvalidConfigOperator(BaseOperator):
 class _PipelineStepOperator(BaseOperator):
     """Base for the tasks of one pipeline step; re-reads the config at run time."""
 
-    template_fields = ("pipeline_file",)
     ui_color = "#e8f4ea"
 
     def __init__(self, *, pipeline_file: str, step_index: int = 0, **kwargs: Any) -> None:
