@@ -155,12 +155,7 @@ def build_library(
         with zipfile.ZipFile(staged_zip) as zf:  # verify exactly what ships
             zf.extractall(work)
         result = verify.verify_library(work, compiled, tflite, model_type, x_hold)
-        tflm_arena = verify.tflm_arena_bytes(
-            tflite,
-            verify.quantize_like_cpp(x_hold[0], compiled.input_tensor.scale,
-                                     compiled.input_tensor.zero_point)
-            if model_type == "int8" else x_hold[0],
-        )
+        tflm_arena = verify.tflm_arena_bytes(tflite, verify.reference_inputs(compiled, x_hold)[0])
 
         float_pred = np.asarray(keras_model.predict(x_hold, verbose=0)).reshape(len(x_hold), -1)
         acc: dict[str, float | None] = {"float": None, model_type: None}

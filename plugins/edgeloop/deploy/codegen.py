@@ -693,6 +693,8 @@ def generate(graph: Graph, model_type: str, *, inplace: bool = True) -> Compiled
 #define EL_INPUT_ELEMENTS {inp.size}
 #define EL_OUTPUT_ELEMENTS {out.size}
 #define EL_OPERATOR_COUNT {len(graph.operators)}
+#define EL_INPUT_INT8 {int(inp.dtype.name == "int8")}
+#define EL_OUTPUT_INT8 {int(out.dtype.name == "int8")}
 
 typedef {in_ct} el_input_t;
 typedef {out_ct} el_output_t;

@@ -99,8 +99,14 @@ def model_output_size(model: Any) -> int:
     return int(np.prod([int(s) for s in shape])) if shape else 1
 
 
-def to_tflite(model: Any, model_type: str, calibration: np.ndarray) -> bytes:
-    """Convert with batch size fixed to 1 (no dynamic-shape ops in the graph)."""
+def to_tflite(model: Any, model_type: str, calibration: np.ndarray, *,
+              float_io: bool = False) -> bytes:
+    """Convert with batch size fixed to 1 (no dynamic-shape ops in the graph).
+
+    ``float_io`` keeps a float32 input and output on an int8 model (the graph
+    then starts with QUANTIZE and ends with DEQUANTIZE); the library build
+    uses int8 input and output.
+    """
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -118,8 +124,9 @@ def to_tflite(model: Any, model_type: str, calibration: np.ndarray) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if not float_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     elif model_type != "float32":
         raise DeployError(f"--type must be int8 or float32, got {model_type!r}")
     try:

@@ -84,13 +84,14 @@ def compile_with_cmake(folder: Path) -> Path:
     return build / "example"
 
 
-def run_example(binary: Path, x: np.ndarray, model_type: str) -> np.ndarray:
+def run_example(binary: Path, x: np.ndarray, int_output: bool) -> np.ndarray:
     proc = _run([str(binary)], binary.parent, "running the example", stdin=format_samples(x))
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip()]
     if len(rows) != len(x):
         raise DeployError(f"the example printed {len(rows)} lines for {len(x)} samples")
-    dtype = np.int64 if model_type == "int8" else np.float64
-    return np.array([[dtype(v) for v in r] for r in rows])
+    if int_output:
+        return np.array([[int(v) for v in r] for r in rows], dtype=np.int64)
+    return np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
 
 
 def measure_latency(binary: Path, sample: np.ndarray) -> float:
@@ -182,6 +183,14 @@ def tflm_arena_bytes(tflite: bytes, sample: np.ndarray) -> int:
     raise DeployError(f"could not read TFLM's arena usage from: {text[:500]!r}")
 
 
+def reference_inputs(model: CompiledModel, x: np.ndarray) -> np.ndarray:
+    """What the example feeds the model: quantized like the C++ code for an int8 input."""
+    inp = model.input_tensor
+    if inp.dtype.name == "int8":
+        return quantize_like_cpp(x, inp.scale, inp.zero_point)
+    return np.asarray(x, dtype=np.float32)
+
+
 def _close(a: np.ndarray, b: np.ndarray, model_type: str) -> np.ndarray:
     if model_type == "int8":
         return a == b
@@ -219,11 +228,9 @@ def verify_library(folder: Path, model: CompiledModel, tflite: bytes, model_type
     t0 = time.monotonic()
     binary = compile_with_make(folder)
     log.info("compiled the library in %.1f s", time.monotonic() - t0)
-    got = run_example(binary, x, model_type)
+    got = run_example(binary, x, model.output_tensor.dtype.name == "int8")
     ref = Reference(tflite, model_type)
-    inp = model.input_tensor
-    ref_inputs = (quantize_like_cpp(x, inp.scale, inp.zero_point) if model_type == "int8"
-                  else np.asarray(x, dtype=np.float32))
+    ref_inputs = reference_inputs(model, x)
     expected = np.array([ref.run(s) for s in ref_inputs]).astype(np.float64)
     if got.shape != expected.shape:
         raise VerificationError(

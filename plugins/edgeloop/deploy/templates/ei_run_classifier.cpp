@@ -13,7 +13,7 @@ int run_classifier(const float* features, size_t n, result_t* out) {
     return EI_IMPULSE_INPUT_SIZE_MISMATCH;
   }
   el_input_t* input = trained_model_input();
-#if EI_CLASSIFIER_MODEL_INT8
+#if EL_INPUT_INT8
   const float scale = static_cast<float>(EI_CLASSIFIER_TFLITE_INPUT_SCALE);
   for (size_t i = 0; i < n; ++i) {
     int32_t q = static_cast<int32_t>(roundf(features[i] / scale)) +
@@ -29,7 +29,7 @@ int run_classifier(const float* features, size_t n, result_t* out) {
   const el_output_t* output = trained_model_output();
   out->top = 0;
   for (size_t i = 0; i < static_cast<size_t>(EI_CLASSIFIER_LABEL_COUNT); ++i) {
-#if EI_CLASSIFIER_MODEL_INT8
+#if EL_OUTPUT_INT8
     const float v = static_cast<float>(
         (static_cast<int32_t>(output[i]) - EI_CLASSIFIER_TFLITE_OUTPUT_ZEROPOINT) *
         EI_CLASSIFIER_TFLITE_OUTPUT_SCALE);

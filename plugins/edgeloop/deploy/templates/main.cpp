@@ -1,7 +1,7 @@
 /* edgeloop example: reads samples from standard input, one per line (float
  * features separated by spaces or commas), runs the model on each and prints
- * the raw output tensor, one line per sample (integers for int8 models,
- * floats for float32 models).
+ * the raw output tensor, one line per sample (integers for an int8 output
+ * tensor, floats for a float32 one).
  *
  *   ./example < samples.txt
  *   ./example --bench 1000 < samples.txt   # latency of the first sample
@@ -51,7 +51,7 @@ static int read_sample(FILE* in, int* overflow) {
 static void print_output(void) {
   const el_output_t* out = trained_model_output();
   for (int i = 0; i < EL_OUTPUT_ELEMENTS; ++i) {
-#if EI_CLASSIFIER_MODEL_INT8
+#if EL_OUTPUT_INT8
     printf(i ? " %d" : "%d", static_cast<int>(out[i]));
 #else
     printf(i ? " %.9g" : "%.9g", static_cast<double>(out[i]));

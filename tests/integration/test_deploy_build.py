@@ -1,0 +1,335 @@
+"""Deployment build end to end: real models trained here, compiled, run, compared.
+
+int8 libraries must equal TensorFlow Lite Micro bit for bit on every held-out
+sample, float32 libraries must be within 1e-5 of the TF Lite interpreter; the
+comparisons here are independent of the build's own verification.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edgeloop.deploy import codegen, convert, package, tflite_graph, verify
+from edgeloop.deploy.build import build_library
+from edgeloop.errors import DeployError
+
+pytestmark = pytest.mark.slow
+
+DIGITS = [str(i) for i in range(10)]
+
+
+def _keras() -> Any:
+    convert.quiet_tensorflow()
+    import keras
+
+    return keras
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Train the CNN (digits 8x8x1), the dense net (wine, tabular) and an op-coverage net."""
+    from sklearn.datasets import load_digits, load_wine
+    from sklearn.preprocessing import StandardScaler
+
+    keras = _keras()
+    root = tmp_path_factory.mktemp("deploy-models")
+    keras.utils.set_random_seed(0)
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype("float32")[..., None]
+    y = digits.target.astype("int64")
+    xd, yd, xt, yt = x[:1400], y[:1400], x[1400:], y[1400:]
+    np.savez(root / "digits.npz", x=xd, y=yd, x_test=xt, y_test=yt)
+
+    cnn = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(16, 3, padding="valid", activation="relu"),
+        keras.layers.AveragePooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    cnn.compile("adam", "sparse_categorical_crossentropy")
+    cnn.fit(xd, yd, epochs=25, batch_size=32, verbose=0)
+    cnn.save(root / "cnn.keras")
+
+    inp = keras.Input((8, 8, 1))
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    b = keras.layers.Conv2D(8, 3, padding="same")(a)
+    s = keras.layers.Activation("relu")(keras.layers.Add()([a, b]))
+    s = keras.layers.Reshape((4, 16, 8))(s)
+    g = keras.layers.GlobalAveragePooling2D()(s)
+    out = keras.layers.Dense(10, activation="sigmoid")(g)
+    ops = keras.Model(inp, out)
+    ops.compile("adam", "sparse_categorical_crossentropy")
+    ops.fit(xd, yd, epochs=3, batch_size=64, verbose=0)
+    ops.save(root / "ops.keras")
+
+    wine = load_wine()
+    xw = StandardScaler().fit_transform(wine.data).astype("float32")
+    yw = wine.target.astype("int64")
+    order = np.random.default_rng(0).permutation(len(xw))
+    xw, yw = xw[order], yw[order]
+    np.savez(root / "wine.npz", x=xw[:140], y=yw[:140], x_test=xw[140:], y_test=yw[140:])
+    dense = keras.Sequential([
+        keras.Input((13,)),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    dense.compile("adam", "sparse_categorical_crossentropy")
+    dense.fit(xw[:140], yw[:140], epochs=60, verbose=0)
+    dense.save(root / "dense.keras")
+
+    return {
+        "cnn": {"model": root / "cnn.keras", "data": root / "digits.npz", "labels": DIGITS,
+                "x_test": xt, "y_test": yt},
+        "ops": {"model": root / "ops.keras", "data": root / "digits.npz", "labels": DIGITS,
+                "x_test": xt, "y_test": yt},
+        "dense": {"model": root / "dense.keras", "data": root / "wine.npz",
+                  "labels": ["class_0", "class_1", "class_2"], "x_test": xw[140:],
+                  "y_test": yw[140:]},
+    }
+
+
+@pytest.fixture(scope="session")
+def libraries(models: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+              ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Build every (model, type) library once; the dense int8 one through the CLI."""
+    from edgeloop.cli import main
+
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for name in ("cnn", "dense", "ops"):
+        for model_type in ("int8", "float32"):
+            m = models[name]
+            folder = tmp_path_factory.mktemp(f"lib-{name}-{model_type}")
+            zip_path = folder / f"{name}_{model_type}.zip"
+            if (name, model_type) == ("dense", "int8"):
+                labels_file = folder / "labels.txt"
+                labels_file.write_text("\n".join(m["labels"]) + "\n")
+                rc = main(["deploy", "build", "--model", str(m["model"]), "--representative",
+                           str(m["data"]), "--labels", str(labels_file), "--type", model_type,
+                           "--out", str(zip_path)])
+                assert rc == 0
+                report = json.loads((folder / "report.json").read_text())
+            else:
+                report = build_library(m["model"], m["data"], ",".join(m["labels"]), model_type,
+                                       zip_path)
+                assert json.loads((folder / "report.json").read_text()) == report
+            out[(name, model_type)] = {"zip": zip_path, "report": report, **m}
+    return out
+
+
+def _unzip(zip_path: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(dest)
+    return dest
+
+
+def _reference(zip_folder: Path, model_type: str, x: np.ndarray) -> np.ndarray:
+    tflite = (zip_folder / "tflite-model/trained_model.tflite").read_bytes()
+    graph = tflite_graph.read_graph(tflite)
+    inp = graph.tensors[graph.inputs[0]]
+    rows = []
+    if model_type == "int8":
+        from tflite_micro import runtime
+
+        interp = runtime.Interpreter.from_bytes(tflite)
+        for s in verify.quantize_like_cpp(x, inp.scale, inp.zero_point):
+            interp.set_input(s[None, ...], 0)
+            interp.invoke()
+            rows.append(np.asarray(interp.get_output(0)).reshape(-1))
+        return np.array(rows, dtype=np.int64)
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_content=tflite, num_threads=1)
+    interp.allocate_tensors()
+    i_idx = interp.get_input_details()[0]["index"]
+    o_idx = interp.get_output_details()[0]["index"]
+    for s in x:
+        interp.set_tensor(i_idx, s[None, ...].astype(np.float32))
+        interp.invoke()
+        rows.append(np.asarray(interp.get_tensor(o_idx)).reshape(-1))
+    return np.array(rows, dtype=np.float64)
+
+
+def _run(binary: Path, x: np.ndarray, int_output: bool) -> np.ndarray:
+    text = "".join(", ".join(f"{v:.9g}" for v in row) + "\n" for row in x.reshape(len(x), -1))
+    proc = subprocess.run([str(binary)], input=text, capture_output=True, text=True, check=True,
+                          cwd=binary.parent)
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    conv = int if int_output else float
+    return np.array([[conv(v) for v in r] for r in rows])
+
+
+@pytest.mark.parametrize("name", ["cnn", "dense", "ops"])
+@pytest.mark.parametrize("model_type", ["int8", "float32"])
+def test_library_compiles_with_make_and_cmake_and_matches_reference(
+    libraries: dict[tuple[str, str], dict[str, Any]], tmp_path: Path, name: str, model_type: str
+) -> None:
+    lib = libraries[(name, model_type)]
+    folder = _unzip(lib["zip"], tmp_path / "lib")
+    flags = "CXXFLAGS=-std=c++11 -O2 -Wall -Wextra -Werror"
+    subprocess.run(["make", "-s", flags], cwd=folder, check=True, capture_output=True)
+    cmake_build = folder / "build-cmake"
+    subprocess.run(["cmake", "-S", ".", "-B", str(cmake_build),
+                    "-DCMAKE_CXX_FLAGS=-Wall -Wextra -Werror"], cwd=folder, check=True,
+                   capture_output=True)
+    subprocess.run(["cmake", "--build", str(cmake_build)], cwd=folder, check=True,
+                   capture_output=True)
+
+    x = lib["x_test"]
+    int_out = model_type == "int8"
+    got_make = _run(folder / "example", x, int_out)
+    got_cmake = _run(cmake_build / "example", x, int_out)
+    expected = _reference(folder, model_type, x)
+    assert got_make.shape == expected.shape == (len(x), len(lib["labels"]))
+    if model_type == "int8":
+        np.testing.assert_array_equal(got_make, expected)  # bit-exact vs TFLM
+        np.testing.assert_array_equal(got_cmake, expected)
+    else:
+        assert np.abs(got_make - expected).max() <= 1e-5
+        assert np.abs(got_cmake - expected).max() <= 1e-5
+
+    report = lib["report"]
+    assert report["held_out_samples"] == len(x)
+    assert report["verification"]["samples"] == len(x)
+    assert report["arena_bytes"] > 0 and report["weights_bytes"] > 0
+    assert report["code_bytes"] > 0 and report["latency_us"] > 0
+    # the target of the issue: our arena at most 0.75x TensorFlow Lite Micro's
+    assert report["arena_bytes"] <= 0.75 * report["tflm_arena_bytes"]
+    # accuracy in the report is the compiled library's, recomputed here
+    acc = float((got_make.argmax(1) == lib["y_test"]).mean())
+    assert report["accuracy"][model_type] == pytest.approx(acc)
+    assert report["accuracy"]["float"] is not None
+
+
+def test_zip_unpacks_to_documented_layout(libraries: dict[tuple[str, str], dict[str, Any]]
+                                          ) -> None:
+    lib = libraries[("cnn", "int8")]
+    with zipfile.ZipFile(lib["zip"]) as zf:
+        names = set(zf.namelist())
+        metadata = zf.read("model-parameters/model_metadata.h").decode()
+        variables = zf.read("model-parameters/model_variables.h").decode()
+        header = zf.read("edge-impulse-sdk/classifier/ei_run_classifier.h").decode()
+    assert set(package.LAYOUT) <= names
+    assert not any(n.startswith(("build/", "example")) for n in names)
+    assert "#define EI_CLASSIFIER_LABEL_COUNT 10" in metadata
+    assert "#define EI_CLASSIFIER_INPUT_SHAPE {8, 8, 1}" in metadata
+    assert f"#define EI_CLASSIFIER_TFLITE_ARENA_SIZE {lib['report']['arena_bytes']}" in metadata
+    assert '#define EI_CLASSIFIER_MODEL_TYPE "int8"' in metadata
+    assert "EI_CLASSIFIER_TFLITE_INPUT_SCALE" in metadata
+    assert '"9"' in variables
+    assert "int run_classifier(const float* features, size_t n, result_t* out);" in header
+
+
+def test_ops_model_covers_add_mean_reshape_logistic(
+        libraries: dict[tuple[str, str], dict[str, Any]]) -> None:
+    ops = set(libraries[("ops", "int8")]["report"]["operators"])
+    assert {"ADD", "MEAN", "RESHAPE", "LOGISTIC", "CONV_2D", "FULLY_CONNECTED"} <= ops
+    cnn = set(libraries[("cnn", "int8")]["report"]["operators"])
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "SOFTMAX"} <= cnn
+
+
+def test_int8_with_float_interface_quantize_dequantize(models: dict[str, dict[str, Any]],
+                                                       tmp_path: Path) -> None:
+    """QUANTIZE / DEQUANTIZE kernels, bit-exact vs TFLM, on an int8 graph with float I/O."""
+    m = models["cnn"]
+    keras_model = convert.load_keras_model(m["model"])
+    data = np.load(m["data"])
+    tflite = convert.to_tflite(keras_model, "int8", data["x"], float_io=True)
+    graph = tflite_graph.read_graph(tflite)
+    compiled = codegen.generate(graph, "int8")
+    assert compiled.op_names[0] == "QUANTIZE" and compiled.op_names[-1] == "DEQUANTIZE"
+    info = package.LibraryInfo(tuple(DIGITS), "int8", (8, 8, 1), "test")
+    package.write_library(tmp_path, compiled, info, tflite)
+    result = verify.verify_library(tmp_path, compiled, tflite, "int8", m["x_test"][:100])
+    assert result.max_abs_diff == 0.0
+    assert result.outputs.dtype == np.float64  # float output tensor, compared exactly
+
+
+def test_unsupported_operator_is_refused_by_name(tmp_path: Path) -> None:
+    keras = _keras()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh")])
+    model.save(tmp_path / "tanh.keras")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(20, 4)).astype("f4"))
+    with pytest.raises(DeployError) as err:
+        build_library(tmp_path / "tanh.keras", tmp_path / "d.npz", "a,b,c", "int8",
+                      tmp_path / "lib.zip")
+    msg = str(err.value)
+    assert "TANH" in msg and "FULLY_CONNECTED" in msg and "SOFTMAX" in msg
+    assert not (tmp_path / "lib.zip").exists()
+
+
+def test_failed_verification_names_sample_and_op_and_leaves_no_zip(
+    models: dict[str, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inject a wrong output zero point into the depthwise kernel's parameters."""
+    original = codegen.Emitter.struct
+
+    def corrupt(self: codegen.Emitter, name: str, kind: str, values: dict[str, object]) -> str:
+        if kind == "ConvParams" and values["depth_multiplier"] == 1 and \
+                values["filter_in_c"] == 1 and values["in_c"] == values["out_c"] > 1:
+            values = {**values, "out_offset": int(values["out_offset"]) + 3}  # type: ignore
+        return original(self, name, kind, values)
+
+    monkeypatch.setattr(codegen.Emitter, "struct", corrupt)
+    m = models["cnn"]
+    out = tmp_path / "out" / "lib.zip"
+    out.parent.mkdir()
+    with pytest.raises(DeployError) as err:
+        build_library(m["model"], m["data"], DIGITS, "int8", out)
+    msg = str(err.value)
+    assert "held-out sample 0" in msg
+    assert "first differing op: #1 DEPTHWISE_CONV_2D" in msg
+    assert os.listdir(out.parent) == []  # no zip, no temp file, no report
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing_model", "model file not found"),
+        ("not_keras", "not a Keras model file"),
+        ("corrupt_keras", "not a readable Keras model"),
+        ("bad_shape", "the model expects (N, 8, 8, 1)"),
+        ("labels_mismatch", "3 labels (a, b, c) but the model outputs 10 values"),
+        ("no_out_folder", "does not exist"),
+        ("out_is_dir", "is a directory"),
+    ],
+)
+def test_bad_input_errors(models: dict[str, dict[str, Any]], tmp_path: Path, case: str,
+                          expected: str) -> None:
+    m = models["cnn"]
+    args: dict[str, Any] = {"model": m["model"], "representative": m["data"], "labels": DIGITS,
+                            "model_type": "int8", "out": tmp_path / "lib.zip"}
+    if case == "missing_model":
+        args["model"] = tmp_path / "nope.keras"
+    elif case == "not_keras":
+        (tmp_path / "model.txt").write_text("hello")
+        args["model"] = tmp_path / "model.txt"
+    elif case == "corrupt_keras":
+        (tmp_path / "bad.keras").write_bytes(b"not a zip")
+        args["model"] = tmp_path / "bad.keras"
+    elif case == "bad_shape":
+        np.savez(tmp_path / "flat.npz", x=np.zeros((5, 64), "f4"))
+        args["representative"] = tmp_path / "flat.npz"
+    elif case == "labels_mismatch":
+        args["labels"] = "a,b,c"
+    elif case == "no_out_folder":
+        args["out"] = tmp_path / "missing" / "lib.zip"
+    elif case == "out_is_dir":
+        (tmp_path / "adir.zip").mkdir()
+        args["out"] = tmp_path / "adir.zip"
+    with pytest.raises(DeployError, match=None) as err:
+        build_library(**args)
+    assert expected in str(err.value)
+    assert not (tmp_path / "lib.zip").exists()
