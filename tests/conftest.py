@@ -1,14 +1,18 @@
 """Shared fixtures: real local peers (an S3-compatible server process) and an
-isolated Airflow + edgeloop home per test session."""
+isolated Airflow + edgeloop home."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from edgeloop.devenv import S3Server
+from edgeloop.devenv import S3Server, airflow_environ, bin_path, run_logged, tail
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +48,73 @@ def s3_bucket(s3_client) -> str:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class AirflowEnv:
+    """An isolated Airflow home (SQLite, LocalExecutor) with its own edgeloop home and
+    pipelines folder; commands run as subprocesses with output in ``log``."""
+
+    home: Path
+    pipelines_dir: Path
+    env: dict[str, str]
+    log: Path
+
+    @property
+    def edgeloop_home(self) -> Path:
+        return Path(self.env["EDGELOOP_HOME"])
+
+    def add_pipeline(self, name: str, config: dict | list | str) -> Path:
+        path = self.pipelines_dir / name
+        path.write_text(config if isinstance(config, str) else json.dumps(config, indent=1))
+        return path
+
+    def add_s3_connection(self, conn_id: str, endpoint: str) -> None:
+        from edgeloop.devenv import s3_connection_environ
+
+        self.env.update(s3_connection_environ(conn_id, endpoint))
+
+    def airflow(self, *args: str, check: bool = True, timeout: float = 600) -> int:
+        """Run ``airflow ARGS``; on failure the assertion shows the log's tail."""
+        code = run_logged([bin_path("airflow"), *args], env=self.env, log_path=self.log,
+                          timeout=timeout, check=False)
+        if check:
+            assert code == 0, f"airflow {' '.join(args)} exited {code}:\n{tail(self.log, 80)}"
+        return code
+
+    def airflow_json(self, *args: str) -> object:
+        """Run an ``airflow ... -o json`` command and parse its standard output."""
+        proc = subprocess.run([bin_path("airflow"), *args, "-o", "json"], env=self.env,
+                              capture_output=True, text=True, timeout=600, check=False)
+        with open(self.log, "a") as out:
+            out.write(f"\n$ airflow {' '.join(args)} -o json\n{proc.stdout}{proc.stderr}")
+        assert proc.returncode == 0, f"airflow {' '.join(args)}: {proc.stderr[-3000:]}"
+        # Warnings may be printed to stdout before the document: take its last line.
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def edgeloop(self, *args: str) -> str:
+        """Run the ``edgeloop`` CLI in this environment; return its standard output."""
+        proc = subprocess.run([bin_path("edgeloop"), *args], env=self.env, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert proc.returncode == 0, f"edgeloop {' '.join(args)}: {proc.stderr[-3000:]}"
+        return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
+    """A migrated, isolated Airflow home per test module (``airflow db migrate`` ~15 s).
+
+    DAGs come from the repo's ``dags/``; pipelines from an empty temp folder that
+    the test fills with ``airflow_env.add_pipeline``.
+    """
+    root = tmp_path_factory.mktemp("airflow")
+    pipelines = root / "pipelines"
+    pipelines.mkdir()
+    env = {**os.environ, **airflow_environ(root / "home", pipelines_dir=pipelines,
+                                           edgeloop_home=root / "edgeloop")}
+    for key in ("EDGELOOP_CATALOG_URL", "EDGELOOP_BLOB_ROOT", "EDGELOOP_BLOB_CONN_ID"):
+        env.pop(key, None)  # this home's defaults, never the caller's
+    ae = AirflowEnv(home=root / "home", pipelines_dir=pipelines, env=env,
+                    log=root / "airflow.log")
+    ae.airflow("db", "migrate")
+    return ae
