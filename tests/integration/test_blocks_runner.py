@@ -27,7 +27,10 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "blocks"
 
 @pytest.fixture(scope="module")
 def venvs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("block-venvs")
+    """Block venvs (and their bytecode cache) shared by every block test of the session."""
+    path = tmp_path_factory.getbasetemp() / "edgeloop-block-venvs"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ class PipelineRun:
     sorted_dir: Path
     combined_dir: Path
     sort: BlockResult
+    venvs: Path
     checklist: dict[str, BlockResult]
     combiner: dict[str, BlockResult]
 
@@ -47,7 +48,8 @@ class PipelineRun:
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     root = tmp_path_factory.mktemp("health-study")
     study = generate_health_study(root / "study", 5, minutes=6)
-    venvs = root / "venvs"
+    venvs = tmp_path_factory.getbasetemp() / "edgeloop-block-venvs"  # shared with other block tests
+    venvs.mkdir(exist_ok=True)
     sorted_dir = root / "sorted"
     sort = run_block(BLOCKS / "research-sorter", out_directory=sorted_dir, venvs=venvs, params={
         "lake-dir": str(study.lake), "portal-dir": str(study.portal),
@@ -67,7 +69,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     with ThreadPoolExecutor(max_workers=2) as pool:
         rest = list(pool.map(one_item, sorted(sort.item_metadata)[1:]))
     results = [first, *rest]
-    return PipelineRun(study, sorted_dir, root / "combined", sort,
+    return PipelineRun(study, sorted_dir, root / "combined", sort, venvs,
                        {s: c for s, c, _ in results}, {s: m for s, _, m in results})
 
 
@@ -187,3 +189,20 @@ def test_combiner_ei_check_includes_earlier_checks(pipeline: PipelineRun) -> Non
     # AMS_004's combiner checks fail on their own; AMS_001's pass and so does its checklist
     assert pipeline.combiner["AMS_001"].metadata["ei_check_labels_contiguous"] == "1"
     assert pipeline.combiner["AMS_004"].metadata["ei_check_labels_contiguous"] == "0"
+
+
+def test_parquet_rms_on_combined_parquet(pipeline: PipelineRun, tmp_path: Path) -> None:
+    source = pipeline.combined_dir / "AMS_001" / "combined.parquet"
+    result = run_block(BLOCKS / "parquet-rms", in_file=source, out_directory=tmp_path,
+                       venvs=pipeline.venvs)
+    assert result.outputs == ("combined_rms.parquet",)
+    rms = pq.read_table(tmp_path / "combined_rms.parquet").to_pylist()
+    table = pq.read_table(source)
+    labels = np.array(table.column("label").to_pylist())
+    assert [r["label"] for r in rms] == sorted(set(labels))
+    for row in rms:
+        rows = labels == row["label"]
+        assert row["samples"] == int(rows.sum())
+        for axis in ("accX", "accY", "accZ"):
+            values = table.column(axis).to_numpy()[rows].astype(np.float64)
+            assert row[f"rms_{axis}"] == pytest.approx(np.sqrt(np.mean(values**2)), rel=1e-9)

@@ -20,10 +20,13 @@ rates exist (it is how a failed correlation is diagnosed).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
 import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,25 +135,38 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def plot_hr(path: Path, grid_s: np.ndarray, hr_ref: np.ndarray, hr_ppg: np.ndarray,
-            correlation: float, title: str) -> None:
+def render_hr_png(grid_s: np.ndarray, hr_ref: np.ndarray, hr_ppg: np.ndarray,
+                  correlation: float, title: str) -> bytes:
+    """hr.png: both heart rates over time, and their correlation in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 3.2), dpi=80)
+    step = max(1, grid_s.size // 1500)  # at most ~1500 points per line: a readable plot
+    n = grid_s.size // step * step
+    if n == 0:
+        n, step = grid_s.size, 1
+
+    def thin(v: np.ndarray) -> np.ndarray:
+        return np.nanmean(v[:n].reshape(-1, step), axis=1) if step > 1 else v[:n]
+
+    fig = Figure(figsize=(8, 3), dpi=72)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.88)
     ax = fig.add_subplot(1, 1, 1)
-    minutes = (grid_s - grid_s[0]) / 60.0
-    ax.plot(minutes, hr_ref, lw=1.0, label="reference (Polar H10)")
-    ax.plot(minutes, hr_ppg, lw=1.0, label="from PPG")
+    minutes = thin((grid_s - grid_s[0]) / 60.0)
+    ax.plot(minutes, thin(hr_ref), lw=1.0, label="reference (Polar H10)")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins where no beat was found
+        ax.plot(minutes, thin(hr_ppg), lw=1.0, label="from PPG")
     ax.set_xlabel("minutes")
     ax.set_ylabel("heart rate (bpm)")
     ax.set_title(f"{title}  r = {correlation:.3f}" if math.isfinite(correlation)
                  else f"{title}  r = n/a")
     ax.legend(loc="upper right", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def combine_item(in_dir: Path, out_dir: Path, metadata: dict[str, str], *,
@@ -158,85 +174,106 @@ def combine_item(in_dir: Path, out_dir: Path, metadata: dict[str, str], *,
     """Combine one item; writes outputs to `out_dir` and returns the checklist."""
     res = CombineResult()
     data: dict[str, dict[str, np.ndarray]] = {}
+    present = {kind: (in_dir / f"{kind}.csv").is_file() for kind in FILES}
     for kind in FILES:
-        path = in_dir / f"{kind}.csv"
-        present = path.is_file()
-        res.checks[f"ei_check_{kind}_file_present"] = present
-        if present:
-            try:
-                data[kind] = read_csv(path, kind)
-            except (pa.ArrowInvalid, ValueError, KeyError) as exc:
-                res.checks[f"ei_check_{kind}_file_present"] = False
-                res.notes.append(f"{path.name}: unreadable: {exc}")
+        res.checks[f"ei_check_{kind}_file_present"] = present[kind]
+    # pyarrow parses with the GIL released: read all four files in the background and
+    # work on the small ones (PPG, Polar) while the accelerometer is still being parsed
+    pool = ThreadPoolExecutor(max_workers=len(FILES))
+    try:
+        futures = {kind: pool.submit(read_csv, in_dir / f"{kind}.csv", kind)
+                   for kind in FILES if present[kind]}
 
-    grid_s = hr_ref_grid = hr_ppg_grid = None
-    beat_t = beat_bpm = None
-    if "ppg" in data and "polar_h10" in data:
-        ppg_t, polar_t = data["ppg"]["timestamp"], data["polar_h10"]["timestamp"]
-        beat_t, beat_bpm = heart_rate_from_ppg(ppg_t, data["ppg"]["ppg"])
-        lo = max(ppg_t[0], polar_t[0])
-        hi = min(ppg_t[-1], polar_t[-1])
-        grid_ms = np.arange(lo, hi, 1000.0)
-        hr_ref_grid = np.interp(grid_ms, polar_t, data["polar_h10"]["hr"])
-        hr_ppg_grid = interp_with_gaps(grid_ms, beat_t, beat_bpm, MAX_BEAT_GAP_S * 1000)
-        res.correlation = pearson(hr_ppg_grid, hr_ref_grid)
-        res.checks["ei_check_hr_correlation_min"] = (
-            math.isfinite(res.correlation) and res.correlation >= min_correlation)
-        grid_s = grid_ms / 1000.0
+        def have(kind: str) -> bool:
+            if kind not in data and kind in futures:
+                try:
+                    data[kind] = futures.pop(kind).result()
+                except (pa.ArrowInvalid, ValueError, KeyError) as exc:
+                    res.checks[f"ei_check_{kind}_file_present"] = False
+                    res.notes.append(f"{kind}.csv: unreadable: {exc}")
+            return kind in data
 
-    table = None
-    if all(k in data for k in FILES):
-        acc, labels = data["accelerometer"], data["labels"]
-        t = acc["timestamp"]
-        lo = max(t[0], data["ppg"]["timestamp"][0], data["polar_h10"]["timestamp"][0],
-                 labels["start"].min())
-        hi = min(t[-1], data["ppg"]["timestamp"][-1], data["polar_h10"]["timestamp"][-1],
-                 labels["end"].max())
-        sel = slice(np.searchsorted(t, lo, "left"), np.searchsorted(t, hi, "right"))
-        t = t[sel]
-        order = np.argsort(labels["start"], kind="stable")
-        starts, ends = labels["start"][order], labels["end"][order]
-        names = labels["label"][order]
-        idx = np.searchsorted(starts, t, side="right") - 1
-        covered = (idx >= 0) & (t < ends[np.clip(idx, 0, None)])
-        res.checks["ei_check_labels_cover_recording"] = bool(t.size) and bool(covered.all())
-        if not covered.all():
-            res.notes.append(f"{int((~covered).sum())} of {t.size} samples have no label")
-        res.rows = int(t.size)
-        if res.checks["ei_check_labels_cover_recording"]:
-            ppg = data["ppg"]
-            polar = data["polar_h10"]
-            hr_ppg = interp_with_gaps(t.astype(np.float64), beat_t, beat_bpm,
-                                      MAX_BEAT_GAP_S * 1000).astype(np.float32)
-            label_names = pa.array(list(names), type=pa.string())
-            table = pa.Table.from_arrays([
-                pa.array(t, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-                pa.array(acc["x"][sel].astype(np.float32)),
-                pa.array(acc["y"][sel].astype(np.float32)),
-                pa.array(acc["z"][sel].astype(np.float32)),
-                pa.array(np.interp(t, ppg["timestamp"], ppg["ppg"]).astype(np.float32)),
-                pa.array(hr_ppg, mask=np.isnan(hr_ppg)),
-                pa.array(np.interp(t, polar["timestamp"], polar["hr"]).astype(np.float32)),
-                label_names.take(pa.array(idx, type=pa.int32())),
-            ], schema=SCHEMA)
+        png: bytes | None = None
+        grid_ms = hr_ppg_grid = None
+        if have("ppg") and have("polar_h10"):
+            ppg, polar = data["ppg"], data["polar_h10"]
+            beat_t, beat_bpm = heart_rate_from_ppg(ppg["timestamp"], ppg["ppg"])
+            lo = max(ppg["timestamp"][0], polar["timestamp"][0])
+            hi = min(ppg["timestamp"][-1], polar["timestamp"][-1])
+            grid_ms = np.arange(lo, hi, 1000.0)
+            hr_ref_grid = np.interp(grid_ms, polar["timestamp"], polar["hr"])
+            hr_ppg_grid = interp_with_gaps(grid_ms, beat_t, beat_bpm, MAX_BEAT_GAP_S * 1000)
+            res.correlation = pearson(hr_ppg_grid, hr_ref_grid)
+            res.checks["ei_check_hr_correlation_min"] = (
+                math.isfinite(res.correlation) and res.correlation >= min_correlation)
+            if grid_ms.size >= 2:
+                title = metadata.get("study_id") or in_dir.name
+                png = render_hr_png(grid_ms / 1000.0, hr_ref_grid, hr_ppg_grid,
+                                    res.correlation, title)
+
+        table = None
+        if have("accelerometer") and have("labels") and grid_ms is not None:
+            table = align(data, grid_ms, hr_ppg_grid, res)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
     if res.passed and table is not None:
         item_meta = {k: v for k, v in metadata.items() if k != "dataItemInfo"}
-        kv = {
+        table = table.replace_schema_metadata({
             "edgeloop.contract": CONTRACT,
             "edgeloop.item_metadata": json.dumps(item_meta, sort_keys=True),
             "edgeloop.hr_correlation": f"{res.correlation:.4f}",
-        }
-        table = table.replace_schema_metadata(kv)
-        tmp = out_dir / "combined.parquet.tmp"
-        pq.write_table(table, tmp, compression="snappy")
-        tmp.replace(out_dir / "combined.parquet")
+        })
+        write_parquet(table, out_dir / "combined.parquet")
         res.outputs.append("combined.parquet")
-    if grid_s is not None and (res.passed or plot_on_failure):
-        title = metadata.get("study_id") or in_dir.name
-        plot_hr(out_dir / "hr.png", grid_s, hr_ref_grid, hr_ppg_grid, res.correlation, title)
+    if png is not None and (res.passed or plot_on_failure):
+        (out_dir / "hr.png").write_bytes(png)
         res.outputs.append("hr.png")
     return res
+
+
+def align(data: dict[str, dict[str, np.ndarray]], grid_ms: np.ndarray,
+          hr_ppg_grid: np.ndarray, res: CombineResult) -> pa.Table | None:
+    """One row per accelerometer sample in the span every stream covers, labelled.
+
+    Sets the ei_check_labels_cover_recording check; returns None when it fails.
+    """
+    acc, labels, ppg, polar = (data[k] for k in ("accelerometer", "labels", "ppg", "polar_h10"))
+    t = acc["timestamp"]
+    lo = max(t[0], ppg["timestamp"][0], polar["timestamp"][0], labels["start"].min())
+    hi = min(t[-1], ppg["timestamp"][-1], polar["timestamp"][-1], labels["end"].max())
+    sel = slice(np.searchsorted(t, lo, "left"), np.searchsorted(t, hi, "right"))
+    t = t[sel]
+    order = np.argsort(labels["start"], kind="stable")
+    starts, ends = labels["start"][order], labels["end"][order]
+    idx = np.searchsorted(starts, t, side="right") - 1
+    covered = (idx >= 0) & (t < ends[np.clip(idx, 0, None)])
+    ok = bool(t.size) and bool(covered.all())
+    res.checks["ei_check_labels_cover_recording"] = ok
+    res.rows = int(t.size)
+    if not ok:
+        res.notes.append(f"{int((~covered).sum())} of {t.size} samples have no label")
+        return None
+    # hr_ppg: from the 1 Hz grid (NaN where no beat was near) -> null in the table
+    hr_ppg = np.interp(t, grid_ms, hr_ppg_grid).astype(np.float32)
+    names = pa.array(list(labels["label"][order]), type=pa.string())
+    return pa.Table.from_arrays([
+        pa.array(t, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        pa.array(acc["x"][sel].astype(np.float32)),
+        pa.array(acc["y"][sel].astype(np.float32)),
+        pa.array(acc["z"][sel].astype(np.float32)),
+        pa.array(np.interp(t, ppg["timestamp"], ppg["ppg"]).astype(np.float32)),
+        pa.array(hr_ppg, mask=np.isnan(hr_ppg)),
+        pa.array(np.interp(t, polar["timestamp"], polar["hr"]).astype(np.float32)),
+        names.take(pa.array(idx, type=pa.int32())),
+    ], schema=SCHEMA)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write to a temporary name, then move into place: never a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="snappy")
+    tmp.replace(path)
 
 
 def item_checklist(res: CombineResult, incoming: dict[str, str]) -> dict[str, str]:
