@@ -174,6 +174,16 @@ class Emitter:
             self.const_bytes += t.nbytes
         return name
 
+    def const_data(self, name: str, t: Tensor, data: np.ndarray) -> str:
+        """A constant tensor stored in another layout (e.g. weights transposed to HWIO)."""
+        if name not in self.consts:
+            ctype = _CTYPES[t.dtype.name]
+            self.consts[name] = (
+                f"const {ctype} {name}[{max(t.size, 1)}] = {{\n{_fmt_values(data, ctype)}\n}};"
+            )
+            self.const_bytes += t.nbytes
+        return name
+
     def const_array(self, name: str, ctype: str, values: list[int] | np.ndarray) -> str:
         arr = np.asarray(values)
         self.consts[name] = f"const {ctype} {name}[{len(arr)}] = {{\n{_fmt_values(arr, ctype)}\n}};"
@@ -328,6 +338,17 @@ class Lowerer:
             raise _unsupported(op, "input channels not a multiple of filter channels")
         f.update(self._act_fields(op, out))
         kind = "depthwise_conv" if depthwise else "conv"
+        if not depthwise and filt.shape[3] == ic:
+            # groups == 1: OHWI -> HWIO so the kernel's inner loop runs over output channels
+            kind = "conv_hwio"
+            assert filt.data is not None
+            weights = self.em.const_data(f"t{filt.index}_hwio", filt,
+                                         np.ascontiguousarray(filt.data.transpose(1, 2, 3, 0)))
+        elif depthwise and oc == ic:
+            kind = "depthwise_conv_m1"
+            weights = self.ref(op.inputs[1])
+        else:
+            weights = self.ref(op.inputs[1])
         b = self.ref(op.inputs[2]) if bias is not None else "nullptr"
         if self.model_type == "int8":
             self._check_types(op, [op.inputs[0], op.inputs[1], op.outputs[0]], "int8")
@@ -336,13 +357,13 @@ class Lowerer:
             mult, shift = self._per_channel_mults(op, inp, filt, out, oc)
             f.update(in_offset=-inp.zero_point, out_offset=out.zero_point)
             p = self.em.struct(f"op{op.index}_params", "ConvParams", f)
-            call = (f"el::{kind}_s8({p}, {self.ref(op.inputs[0])}, {self.ref(op.inputs[1])}, "
+            call = (f"el::{kind}_s8({p}, {self.ref(op.inputs[0])}, {weights}, "
                     f"{b}, {mult}, {shift}, {self.ref(op.outputs[0])});")
         else:
             self._check_types(op, [op.inputs[0], op.inputs[1], op.outputs[0]], "float32")
             f.update(in_offset=0, out_offset=0)
             p = self.em.struct(f"op{op.index}_params", "ConvParams", f)
-            call = (f"el::{kind}_f32({p}, {self.ref(op.inputs[0])}, {self.ref(op.inputs[1])}, "
+            call = (f"el::{kind}_f32({p}, {self.ref(op.inputs[0])}, {weights}, "
                     f"{b}, {self.ref(op.outputs[0])});")
         return Lowered(op, call)
 

@@ -167,6 +167,11 @@ class Reference:
 
 def tflm_arena_bytes(tflite: bytes, sample: np.ndarray) -> int:
     """Total arena TensorFlow Lite Micro uses for the model (its RecordingMicroAllocator)."""
+    return tflm_arena_usage(tflite, sample)["total"]
+
+
+def tflm_arena_usage(tflite: bytes, sample: np.ndarray) -> dict[str, int]:
+    """TFLM's arena: ``total``, ``head`` (planned tensor buffers), ``tail`` (runtime data)."""
     from tflite_micro import runtime
 
     interp = runtime.Interpreter.from_bytes(tflite)
@@ -177,10 +182,15 @@ def tflm_arena_bytes(tflite: bytes, sample: np.ndarray) -> int:
     with native_output_captured() as cap:
         interp.print_allocations()
     text = cap.text
+    usage: dict[str, int] = {}
     for line in text.splitlines():
-        if "Arena allocation total" in line:
-            return int(line.split("total")[1].split()[0])
-    raise DeployError(f"could not read TFLM's arena usage from: {text[:500]!r}")
+        for key in ("total", "head", "tail"):
+            marker = f"Arena allocation {key}"
+            if marker in line:
+                usage[key] = int(line.split(marker)[1].split()[0])
+    if "total" not in usage:
+        raise DeployError(f"could not read TFLM's arena usage from: {text[:500]!r}")
+    return usage
 
 
 def reference_inputs(model: CompiledModel, x: np.ndarray) -> np.ndarray:

@@ -67,6 +67,16 @@ struct MeanParams {
   int shift;
 };
 
+/* Filter taps [*lo, *hi) whose input coordinate origin + dil * tap is inside [0, size). */
+static inline void valid_taps(int origin, int dil, int taps, int size, int* lo, int* hi) {
+  int a = 0;
+  while (a < taps && origin + dil * a < 0) ++a;
+  int b = taps;
+  while (b > a && origin + dil * (b - 1) >= size) --b;
+  *lo = a;
+  *hi = b;
+}
+
 /* ---------------------------------------------------------------- int8 */
 
 static inline void fully_connected_s8(const FcParams& p, const int8_t* input,
@@ -98,17 +108,20 @@ static inline void conv_s8(const ConvParams& p, const int8_t* input, const int8_
   for (int b = 0; b < p.batches; ++b) {
     for (int oy = 0; oy < p.out_h; ++oy) {
       const int in_y0 = oy * p.stride_h - p.pad_h;
+      int fy0, fy1;
+      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
       for (int ox = 0; ox < p.out_w; ++ox) {
         const int in_x0 = ox * p.stride_w - p.pad_w;
+        int fx0, fx1;
+        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
+        int8_t* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
         for (int oc = 0; oc < p.out_c; ++oc) {
-          const int group = oc / filters_per_group;
+          const int group = groups == 1 ? 0 : oc / filters_per_group;
           int32_t acc = 0;
-          for (int fy = 0; fy < p.filter_h; ++fy) {
+          for (int fy = fy0; fy < fy1; ++fy) {
             const int iy = in_y0 + p.dil_h * fy;
-            if (iy < 0 || iy >= p.in_h) continue;
-            for (int fx = 0; fx < p.filter_w; ++fx) {
+            for (int fx = fx0; fx < fx1; ++fx) {
               const int ix = in_x0 + p.dil_w * fx;
-              if (ix < 0 || ix >= p.in_w) continue;
               const int8_t* in =
                   input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + group * p.filter_in_c;
               const int8_t* w = filter + ((oc * p.filter_h + fy) * p.filter_w + fx) * p.filter_in_c;
@@ -119,8 +132,7 @@ static inline void conv_s8(const ConvParams& p, const int8_t* input, const int8_
           }
           if (bias) acc += bias[oc];
           acc = mbqm(acc, multiplier[oc], shift[oc]) + p.out_offset;
-          output[((b * p.out_h + oy) * p.out_w + ox) * p.out_c + oc] =
-              static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+          out[oc] = static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
         }
       }
     }
@@ -134,27 +146,121 @@ static inline void depthwise_conv_s8(const ConvParams& p, const int8_t* input,
   for (int b = 0; b < p.batches; ++b) {
     for (int oy = 0; oy < p.out_h; ++oy) {
       const int in_y0 = oy * p.stride_h - p.pad_h;
+      int fy0, fy1;
+      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
       for (int ox = 0; ox < p.out_w; ++ox) {
         const int in_x0 = ox * p.stride_w - p.pad_w;
+        int fx0, fx1;
+        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
+        int8_t* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
         for (int ic = 0; ic < p.in_c; ++ic) {
           for (int m = 0; m < p.depth_multiplier; ++m) {
             const int oc = m + ic * p.depth_multiplier;
             int32_t acc = 0;
-            for (int fy = 0; fy < p.filter_h; ++fy) {
+            for (int fy = fy0; fy < fy1; ++fy) {
               const int iy = in_y0 + p.dil_h * fy;
-              if (iy < 0 || iy >= p.in_h) continue;
-              for (int fx = 0; fx < p.filter_w; ++fx) {
+              const int8_t* in_row = input + ((b * p.in_h + iy) * p.in_w) * p.in_c + ic;
+              const int8_t* w_row = filter + fy * p.filter_w * p.out_c + oc;
+              for (int fx = fx0; fx < fx1; ++fx) {
                 const int ix = in_x0 + p.dil_w * fx;
-                if (ix < 0 || ix >= p.in_w) continue;
-                const int32_t in = input[((b * p.in_h + iy) * p.in_w + ix) * p.in_c + ic];
-                const int32_t w = filter[(fy * p.filter_w + fx) * p.out_c + oc];
-                acc += w * (in + p.in_offset);
+                acc += static_cast<int32_t>(w_row[fx * p.out_c]) *
+                       (static_cast<int32_t>(in_row[ix * p.in_c]) + p.in_offset);
               }
             }
             if (bias) acc += bias[oc];
             acc = mbqm(acc, multiplier[oc], shift[oc]) + p.out_offset;
-            output[((b * p.out_h + oy) * p.out_w + ox) * p.out_c + oc] =
-                static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+            out[oc] = static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+          }
+        }
+      }
+    }
+  }
+}
+
+/* Convolution with HWIO weights (filter[fy][fx][ic][oc]), groups == 1: output
+   channels are accumulated in blocks of kBlock in a small stack array so the
+   innermost loop runs over contiguous output channels (vectorizable). */
+static const int kBlock = 32;
+
+static inline void conv_hwio_s8(const ConvParams& p, const int8_t* input, const int8_t* filter,
+                                const int32_t* bias, const int32_t* multiplier,
+                                const int32_t* shift, int8_t* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      const int in_y0 = oy * p.stride_h - p.pad_h;
+      int fy0, fy1;
+      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        int fx0, fx1;
+        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
+        int8_t* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
+        for (int oc0 = 0; oc0 < p.out_c; oc0 += kBlock) {
+          const int n = p.out_c - oc0 < kBlock ? p.out_c - oc0 : kBlock;
+          int32_t acc[kBlock];
+          for (int j = 0; j < n; ++j) acc[j] = 0;
+          for (int fy = fy0; fy < fy1; ++fy) {
+            const int iy = in_y0 + p.dil_h * fy;
+            for (int fx = fx0; fx < fx1; ++fx) {
+              const int ix = in_x0 + p.dil_w * fx;
+              const int8_t* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c;
+              const int8_t* w = filter + ((fy * p.filter_w + fx) * p.in_c) * p.out_c + oc0;
+              for (int ic = 0; ic < p.in_c; ++ic) {
+                const int32_t x = static_cast<int32_t>(in[ic]) + p.in_offset;
+                const int8_t* wr = w + ic * p.out_c;
+                for (int j = 0; j < n; ++j) acc[j] += static_cast<int32_t>(wr[j]) * x;
+              }
+            }
+          }
+          for (int j = 0; j < n; ++j) {
+            const int oc = oc0 + j;
+            int32_t v = acc[j];
+            if (bias) v += bias[oc];
+            v = mbqm(v, multiplier[oc], shift[oc]) + p.out_offset;
+            out[oc] = static_cast<int8_t>(clamp32(v, p.act_min, p.act_max));
+          }
+        }
+      }
+    }
+  }
+}
+
+/* Depthwise convolution with depth multiplier 1 (filter[fy][fx][c]). */
+static inline void depthwise_conv_m1_s8(const ConvParams& p, const int8_t* input,
+                                        const int8_t* filter, const int32_t* bias,
+                                        const int32_t* multiplier, const int32_t* shift,
+                                        int8_t* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      const int in_y0 = oy * p.stride_h - p.pad_h;
+      int fy0, fy1;
+      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        int fx0, fx1;
+        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
+        int8_t* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
+        for (int c0 = 0; c0 < p.out_c; c0 += kBlock) {
+          const int n = p.out_c - c0 < kBlock ? p.out_c - c0 : kBlock;
+          int32_t acc[kBlock];
+          for (int j = 0; j < n; ++j) acc[j] = 0;
+          for (int fy = fy0; fy < fy1; ++fy) {
+            const int iy = in_y0 + p.dil_h * fy;
+            for (int fx = fx0; fx < fx1; ++fx) {
+              const int ix = in_x0 + p.dil_w * fx;
+              const int8_t* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + c0;
+              const int8_t* w = filter + (fy * p.filter_w + fx) * p.out_c + c0;
+              for (int j = 0; j < n; ++j) {
+                acc[j] += static_cast<int32_t>(w[j]) * (static_cast<int32_t>(in[j]) + p.in_offset);
+              }
+            }
+          }
+          for (int j = 0; j < n; ++j) {
+            const int oc = c0 + j;
+            int32_t v = acc[j];
+            if (bias) v += bias[oc];
+            v = mbqm(v, multiplier[oc], shift[oc]) + p.out_offset;
+            out[oc] = static_cast<int8_t>(clamp32(v, p.act_min, p.act_max));
           }
         }
       }
@@ -381,26 +487,30 @@ static inline void conv_f32(const ConvParams& p, const float* input, const float
   for (int b = 0; b < p.batches; ++b) {
     for (int oy = 0; oy < p.out_h; ++oy) {
       const int in_y0 = oy * p.stride_h - p.pad_h;
+      int fy0, fy1;
+      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
       for (int ox = 0; ox < p.out_w; ++ox) {
         const int in_x0 = ox * p.stride_w - p.pad_w;
+        int fx0, fx1;
+        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
+        float* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
         for (int oc = 0; oc < p.out_c; ++oc) {
-          const int group = oc / filters_per_group;
+          const int group = groups == 1 ? 0 : oc / filters_per_group;
           float acc = 0.f;
-          for (int fy = 0; fy < p.filter_h; ++fy) {
+          for (int fy = fy0; fy < fy1; ++fy) {
             const int iy = in_y0 + p.dil_h * fy;
-            if (iy < 0 || iy >= p.in_h) continue;
-            for (int fx = 0; fx < p.filter_w; ++fx) {
+            for (int fx = fx0; fx < fx1; ++fx) {
               const int ix = in_x0 + p.dil_w * fx;
-              if (ix < 0 || ix >= p.in_w) continue;
               const float* in =
                   input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + group * p.filter_in_c;
               const float* w = filter + ((oc * p.filter_h + fy) * p.filter_w + fx) * p.filter_in_c;
-              for (int ic = 0; ic < p.filter_in_c; ++ic) acc += w[ic] * in[ic];
+              for (int ic = 0; ic < p.filter_in_c; ++ic) {
+                acc += w[ic] * in[ic];
+              }
             }
           }
           if (bias) acc += bias[oc];
-          output[((b * p.out_h + oy) * p.out_w + ox) * p.out_c + oc] =
-              clampf(acc, p.fact_min, p.fact_max);
+          out[oc] = clampf(acc, p.fact_min, p.fact_max);
         }
       }
     }
@@ -412,25 +522,113 @@ static inline void depthwise_conv_f32(const ConvParams& p, const float* input, c
   for (int b = 0; b < p.batches; ++b) {
     for (int oy = 0; oy < p.out_h; ++oy) {
       const int in_y0 = oy * p.stride_h - p.pad_h;
+      int fy0, fy1;
+      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
       for (int ox = 0; ox < p.out_w; ++ox) {
         const int in_x0 = ox * p.stride_w - p.pad_w;
+        int fx0, fx1;
+        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
+        float* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
         for (int ic = 0; ic < p.in_c; ++ic) {
           for (int m = 0; m < p.depth_multiplier; ++m) {
             const int oc = m + ic * p.depth_multiplier;
             float acc = 0.f;
-            for (int fy = 0; fy < p.filter_h; ++fy) {
+            for (int fy = fy0; fy < fy1; ++fy) {
               const int iy = in_y0 + p.dil_h * fy;
-              if (iy < 0 || iy >= p.in_h) continue;
-              for (int fx = 0; fx < p.filter_w; ++fx) {
+              const float* in_row = input + ((b * p.in_h + iy) * p.in_w) * p.in_c + ic;
+              const float* w_row = filter + fy * p.filter_w * p.out_c + oc;
+              for (int fx = fx0; fx < fx1; ++fx) {
                 const int ix = in_x0 + p.dil_w * fx;
-                if (ix < 0 || ix >= p.in_w) continue;
-                acc += filter[(fy * p.filter_w + fx) * p.out_c + oc] *
-                       input[((b * p.in_h + iy) * p.in_w + ix) * p.in_c + ic];
+                acc += w_row[fx * p.out_c] * in_row[ix * p.in_c];
               }
             }
             if (bias) acc += bias[oc];
-            output[((b * p.out_h + oy) * p.out_w + ox) * p.out_c + oc] =
-                clampf(acc, p.fact_min, p.fact_max);
+            out[oc] = clampf(acc, p.fact_min, p.fact_max);
+          }
+        }
+      }
+    }
+  }
+}
+
+/* Convolution with HWIO weights (filter[fy][fx][ic][oc]), groups == 1: output
+   channels are accumulated in blocks of kBlock in a small stack array so the
+   innermost loop runs over contiguous output channels (vectorizable). */
+static inline void conv_hwio_f32(const ConvParams& p, const float* input, const float* filter,
+                                 const float* bias, float* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      const int in_y0 = oy * p.stride_h - p.pad_h;
+      int fy0, fy1;
+      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        int fx0, fx1;
+        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
+        float* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
+        for (int oc0 = 0; oc0 < p.out_c; oc0 += kBlock) {
+          const int n = p.out_c - oc0 < kBlock ? p.out_c - oc0 : kBlock;
+          float acc[kBlock];
+          for (int j = 0; j < n; ++j) acc[j] = 0.f;
+          for (int fy = fy0; fy < fy1; ++fy) {
+            const int iy = in_y0 + p.dil_h * fy;
+            for (int fx = fx0; fx < fx1; ++fx) {
+              const int ix = in_x0 + p.dil_w * fx;
+              const float* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c;
+              const float* w = filter + ((fy * p.filter_w + fx) * p.in_c) * p.out_c + oc0;
+              for (int ic = 0; ic < p.in_c; ++ic) {
+                const float x = in[ic];
+                const float* wr = w + ic * p.out_c;
+                for (int j = 0; j < n; ++j) acc[j] += wr[j] * x;
+              }
+            }
+          }
+          for (int j = 0; j < n; ++j) {
+            const int oc = oc0 + j;
+            float v = acc[j];
+            if (bias) v += bias[oc];
+            out[oc] = clampf(v, p.fact_min, p.fact_max);
+          }
+        }
+      }
+    }
+  }
+}
+
+/* Depthwise convolution with depth multiplier 1 (filter[fy][fx][c]). */
+static inline void depthwise_conv_m1_f32(const ConvParams& p, const float* input,
+                                         const float* filter, const float* bias,
+                                         float* output) {
+  for (int b = 0; b < p.batches; ++b) {
+    for (int oy = 0; oy < p.out_h; ++oy) {
+      const int in_y0 = oy * p.stride_h - p.pad_h;
+      int fy0, fy1;
+      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
+      for (int ox = 0; ox < p.out_w; ++ox) {
+        const int in_x0 = ox * p.stride_w - p.pad_w;
+        int fx0, fx1;
+        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
+        float* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
+        for (int c0 = 0; c0 < p.out_c; c0 += kBlock) {
+          const int n = p.out_c - c0 < kBlock ? p.out_c - c0 : kBlock;
+          float acc[kBlock];
+          for (int j = 0; j < n; ++j) acc[j] = 0.f;
+          for (int fy = fy0; fy < fy1; ++fy) {
+            const int iy = in_y0 + p.dil_h * fy;
+            for (int fx = fx0; fx < fx1; ++fx) {
+              const int ix = in_x0 + p.dil_w * fx;
+              const float* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + c0;
+              const float* w = filter + (fy * p.filter_w + fx) * p.out_c + c0;
+              for (int j = 0; j < n; ++j) {
+                acc[j] += w[j] * in[j];
+              }
+            }
+          }
+          for (int j = 0; j < n; ++j) {
+            const int oc = c0 + j;
+            float v = acc[j];
+            if (bias) v += bias[oc];
+            out[oc] = clampf(v, p.fact_min, p.fact_max);
           }
         }
       }
