@@ -37,6 +37,7 @@ from edgeloop.devenv import (
     s3_connection_environ,
     tail,
     upload_digits,
+    write_env_file,
 )
 
 PIPELINE = "demo"
@@ -120,7 +121,9 @@ def main() -> int:
 
         with Step("local S3-compatible server (moto) on 127.0.0.1"):
             server = S3Server(log_path=airflow_home / "s3-server.log").start()
-            env.update(s3_connection_environ(CONN_ID, server.endpoint))
+            conn = s3_connection_environ(CONN_ID, server.endpoint)
+            env.update(conn)
+            write_env_file(airflow_home / "env.sh", {**airflow_environ(airflow_home), **conn})
             say(f"      {server.endpoint}; Airflow connection {CONN_ID} points at it")
 
         with Step(f"fill s3://{BUCKET}/{PREFIX} with scikit-learn's digits as PNG files"):
@@ -167,7 +170,7 @@ def main() -> int:
         if server is not None:
             server.stop()
     say(f"demo finished in {time.monotonic() - t_start:.0f} s; Airflow's output is in {log_path}.")
-    say(f"Explore: AIRFLOW_HOME={airflow_home} .venv/bin/edgeloop items {PIPELINE}  "
+    say(f"Explore: source {airflow_home}/env.sh; .venv/bin/edgeloop items {PIPELINE} "
         "(or stats, summary); `make up` for the web UI.")
     return 0
 

@@ -32,6 +32,7 @@ from edgeloop.devenv import (
     tail,
     upload_digits,
     wait_http,
+    write_env_file,
 )
 from edgeloop.errors import EdgeloopError
 
@@ -111,7 +112,10 @@ def main() -> int:
         run_logged([bin_path("airflow"), "db", "migrate"], env=env, log_path=log_path,
                    timeout=600)
         server = S3Server(log_path=airflow_home / "s3-server.log").start()
-        env.update(s3_connection_environ(CONN_ID, server.endpoint))
+        conn = s3_connection_environ(CONN_ID, server.endpoint)
+        env.update(conn)
+        write_env_file(airflow_home / "env.sh",
+                       {**airflow_environ(airflow_home, api_port=port), **conn})
         keys = upload_digits(server.client(), BUCKET, PREFIX, per_label=20, unlabeled=10)
         say(f"local S3 server {server.endpoint}: {len(keys)} digit PNGs in "
             f"s3://{BUCKET}/{PREFIX} (Airflow connection {CONN_ID})")
@@ -139,7 +143,8 @@ def main() -> int:
         say(f"  login:       {ADMIN_USER} / {admin_password(airflow_home)}")
         say(f"  S3 endpoint: {server.endpoint} (access key testing, secret testing)")
         say(f"  pipelines:   {env['EDGELOOP_PIPELINES_DIR']} (one DAG per config file)")
-        say(f"  edgeloop:    AIRFLOW_HOME={airflow_home} .venv/bin/edgeloop summary demo")
+        say(f"  shell:       source {airflow_home}/env.sh")
+        say("               (then .venv/bin/airflow dags list, .venv/bin/edgeloop summary demo)")
         say("  see docs/running.md to trigger runs from the UI or the REST API")
         say("")
         say("Press Ctrl-C to stop Airflow and the S3 server.")
