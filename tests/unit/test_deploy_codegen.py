@@ -266,3 +266,67 @@ def test_cli_registers_deploy_build(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rc == 2
     err = capsys.readouterr().err
     assert "error: --model" in err and "model file not found" in err
+
+
+def _kernel_events(p: dict[str, int], in_c: int, out_c: int, block: int,
+                   channelwise: bool) -> list[tuple[str, int]]:
+    """The kernels' memory accesses in order: ("r", input element) / ("w", output element)."""
+    events: list[tuple[str, int]] = []
+    for b in range(p["batches"]):
+        for oy in range(p["out_h"]):
+            for ox in range(p["out_w"]):
+                pix = (b * p["out_h"] + oy) * p["out_w"] + ox
+                ys = [oy * p["stride_h"] - p["pad_h"] + p["dil_h"] * fy
+                      for fy in range(p["filter_h"])]
+                xs = [ox * p["stride_w"] - p["pad_w"] + p["dil_w"] * fx
+                      for fx in range(p["filter_w"])]
+                taps = [(iy, ix) for iy in ys for ix in xs
+                        if 0 <= iy < p["in_h"] and 0 <= ix < p["in_w"]]
+                for c0 in range(0, out_c, block):
+                    chans = range(c0, min(c0 + block, out_c)) if channelwise else range(in_c)
+                    for iy, ix in taps:
+                        for c in chans:
+                            events.append(("r", ((b * p["in_h"] + iy) * p["in_w"] + ix) * in_c + c))
+                    for c in range(c0, min(c0 + block, out_c)):
+                        events.append(("w", pix * out_c + c))
+    return events
+
+
+def _clobbers(events: list[tuple[str, int]], delta: int) -> bool:
+    """Does any write (output at input + delta) hit an input element read later?"""
+    last_read: dict[int, int] = {}
+    for i, (kind, addr) in enumerate(events):
+        if kind == "r":
+            last_read[addr] = i
+    return any(kind == "w" and last_read.get(addr + delta, -1) > i
+               for i, (kind, addr) in enumerate(events))
+
+
+@pytest.mark.parametrize(
+    ("geo", "in_c", "out_c", "block", "channelwise"),
+    [
+        # depthwise 3x3 SAME stride 1
+        ((1, 5, 6, 5, 6, 1, 1, 1, 1, 3, 3, 1, 1), 3, 3, 32, True),
+        # depthwise, channels in two blocks
+        ((1, 4, 4, 4, 4, 1, 1, 1, 1, 3, 3, 1, 1), 5, 5, 2, True),
+        # max pool 2x2 stride 2
+        ((1, 6, 6, 3, 3, 2, 2, 0, 0, 2, 2, 1, 1), 4, 4, 1, True),
+        # conv 3x3 VALID, 2 -> 3 channels in blocks of 2
+        ((1, 6, 5, 4, 3, 1, 1, 0, 0, 3, 3, 1, 1), 2, 3, 2, False),
+        # conv 3x3 SAME stride 2, dilation 1, batch 2
+        ((2, 5, 5, 3, 3, 2, 2, 1, 1, 3, 3, 1, 1), 1, 4, 32, False),
+        # dilated depthwise
+        ((1, 7, 7, 7, 7, 1, 1, 2, 2, 3, 3, 2, 2), 2, 2, 32, True),
+    ],
+)
+def test_overlap_bound_is_safe_and_tight(geo: tuple[int, ...], in_c: int, out_c: int,
+                                         block: int, channelwise: bool) -> None:
+    keys = ("batches", "in_h", "in_w", "out_h", "out_w", "stride_h", "stride_w", "pad_h",
+            "pad_w", "filter_h", "filter_w", "dil_h", "dil_w")
+    p = dict(zip(keys, geo, strict=True))
+    bound = codegen.overlap_delta(p, in_c, out_c, block, channelwise, 1)
+    events = _kernel_events(p, in_c, out_c, block, channelwise)
+    assert not _clobbers(events, bound)
+    assert not _clobbers(events, bound - 5)
+    assert _clobbers(events, bound + 1)
+    assert codegen.overlap_delta(p, in_c, out_c, block, channelwise, 4) == 4 * bound

@@ -155,7 +155,7 @@ def build_library(
         with zipfile.ZipFile(staged_zip) as zf:  # verify exactly what ships
             zf.extractall(work)
         result = verify.verify_library(work, compiled, tflite, model_type, x_hold)
-        tflm_arena = verify.tflm_arena_bytes(tflite, verify.reference_inputs(compiled, x_hold)[0])
+        tflm = verify.tflm_arena_usage(tflite, verify.reference_inputs(compiled, x_hold)[0])
 
         float_pred = np.asarray(keras_model.predict(x_hold, verbose=0)).reshape(len(x_hold), -1)
         acc: dict[str, float | None] = {"float": None, model_type: None}
@@ -172,7 +172,8 @@ def build_library(
             "accuracy": acc,
             "arena_bytes": compiled.arena_size,
             "arena_bytes_without_sharing": compiled.naive_arena_size,
-            "tflm_arena_bytes": tflm_arena,
+            "tflm_arena_bytes": tflm["total"],
+            "tflm_tensor_arena_bytes": tflm.get("head"),
             "weights_bytes": compiled.weights_bytes,
             "code_bytes": result.code_bytes,
             "rodata_bytes": result.rodata_bytes,

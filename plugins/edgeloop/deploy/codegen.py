@@ -38,6 +38,7 @@ SUPPORTED_ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 # depends only on elements the kernel has already read.
 INPLACE_OPS = ("ADD", "LOGISTIC", "SOFTMAX", "QUANTIZE")
 ALIGN = 4
+KERNEL_BLOCK = 32  # el::kBlock: output channels accumulated together in the convolutions
 FLT_MAX = "3.402823466e+38f"
 
 _CTYPES = {"int8": "int8_t", "float32": "float", "int32": "int32_t", "uint8": "uint8_t",
@@ -153,6 +154,57 @@ class Lowered:
     call: str  # C++ statement(s)
     inplace_input: int | None = None  # input tensor that may share the output buffer
     alias_input: int | None = None  # RESHAPE: output is the input's bytes
+    # The output may start at (dying) input + d for any d <= overlap_delta (bytes;
+    # negative: before the input): no write reaches an input byte read later.
+    overlap_input: int | None = None
+    overlap_delta: int | None = None
+
+
+def _first_valid(origin: np.ndarray, dil: int, taps: int, size: int) -> np.ndarray:
+    """Input coordinate of the first valid filter tap (or a huge value if none)."""
+    out = np.full(origin.shape, 1 << 40, dtype=np.int64)
+    for k in range(taps - 1, -1, -1):
+        c = origin + dil * k
+        out = np.where((c >= 0) & (c < size), c, out)
+    return out
+
+
+def overlap_delta(p: dict[str, int], in_c: int, out_c: int, block: int, channelwise: bool,
+                  esize: int) -> int:
+    """Largest byte offset of the output relative to its input that the kernel tolerates.
+
+    The kernels visit output pixels in (batch, y, x) order and write ascending
+    addresses, so an output placed ``delta`` bytes from its input (``delta``
+    may be negative: the output starts before the input) is safe when every
+    write lands below every input byte read after it. ``channelwise`` kernels
+    (depthwise, pooling) read input channel block j of the window and then
+    write output channel block j; the others (convolution) read every input
+    channel of the window before writing each block of ``block`` output
+    channels. Any delta <= the returned value is safe.
+    """
+    oy = np.arange(p["out_h"]) * p["stride_h"] - p["pad_h"]
+    ox = np.arange(p["out_w"]) * p["stride_w"] - p["pad_w"]
+    iy = _first_valid(oy, p.get("dil_h", 1), p["filter_h"], p["in_h"])
+    ix = _first_valid(ox, p.get("dil_w", 1), p["filter_w"], p["in_w"])
+    b = np.arange(p["batches"])
+    huge = np.int64(1) << 50
+    ws = ((b[:, None, None] * p["in_h"] + iy[None, :, None]) * p["in_w"] + ix[None, None, :])
+    ws = np.where((iy[None, :, None] >= (1 << 40)) | (ix[None, None, :] >= (1 << 40)), huge,
+                  ws * in_c).reshape(-1)
+    n = len(ws)
+    if n == 0:
+        return 0
+    suffix = np.minimum.accumulate(ws[::-1])[::-1]
+    later = np.append(suffix[1:], huge)  # lowest input element read by any later pixel
+    pix = np.arange(n, dtype=np.int64)
+    bound = int(np.min(later - (pix + 1) * out_c))  # last write of p below later reads
+    nblocks = -(-out_c // block)
+    if nblocks > 1:
+        if channelwise:  # block j+1 of the same pixel reads from ws + c0(j+1)
+            bound = min(bound, int(np.min(ws - pix * out_c)))
+        else:  # block j+1 of the same pixel reads the whole window again
+            bound = min(bound, int(np.min(ws - (pix * out_c + (nblocks - 1) * block))))
+    return bound * esize
 
 
 @dataclass
@@ -365,7 +417,13 @@ class Lowerer:
             p = self.em.struct(f"op{op.index}_params", "ConvParams", f)
             call = (f"el::{kind}_f32({p}, {self.ref(op.inputs[0])}, {weights}, "
                     f"{b}, {self.ref(op.outputs[0])});")
-        return Lowered(op, call)
+        low = Lowered(op, call)
+        if kind in ("conv_hwio", "depthwise_conv_m1") and not inp.is_constant:
+            geo = {k: int(v) for k, v in f.items() if isinstance(v, int)}
+            low.overlap_input = op.inputs[0]
+            low.overlap_delta = overlap_delta(geo, ic, oc, KERNEL_BLOCK,
+                                              kind == "depthwise_conv_m1", inp.dtype.itemsize)
+        return low
 
     def _conv_2d(self, op: Operator) -> Lowered:
         return self._conv_common(op, depthwise=False)
@@ -397,7 +455,12 @@ class Lowerer:
             self._check_types(op, [op.inputs[0], op.outputs[0]], "float32")
             call = (f"el::pool_f32({p}, {self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
                     f"{'true' if is_max else 'false'});")
-        return Lowered(op, call)
+        low = Lowered(op, call)
+        if not inp.is_constant:
+            geo = {k: int(v) for k, v in f.items() if isinstance(v, int)}
+            low.overlap_input = op.inputs[0]
+            low.overlap_delta = overlap_delta(geo, c, c, 1, True, inp.dtype.itemsize)
+        return low
 
     def _max_pool_2d(self, op: Operator) -> Lowered:
         return self._pool(op, True)
@@ -577,7 +640,16 @@ class MemoryPlan:
 
 def plan_memory(graph: Graph, lowered: list[Lowered], *, inplace: bool = True,
                 align: int = ALIGN) -> MemoryPlan:
-    """Greedy-by-size static plan: buffers whose lifetimes do not overlap share bytes."""
+    """Static arena plan.
+
+    Tensors are grouped first: a RESHAPE output aliases its input, an
+    element-wise op may write over its dying input (in place), and a
+    convolution or pooling may write its output overlapping its dying input
+    from a safe offset on. Each group is one buffer (members at fixed
+    offsets inside it, live from its first member's birth to its last
+    member's death); buffers whose lifetimes do not overlap share bytes,
+    placed greedily by size at the lowest aligned free offset.
+    """
     n_ops = len(graph.operators)
     first: dict[int, int] = {}
     last: dict[int, int] = {}
@@ -596,42 +668,57 @@ def plan_memory(graph: Graph, lowered: list[Lowered], *, inplace: bool = True,
         last[o] = n_ops
 
     parent: dict[int, int] = {t: t for t in first}
-
-    def find(t: int) -> int:
-        while parent[t] != t:
-            parent[t] = parent[parent[t]]
-            t = parent[t]
-        return t
-
+    rel: dict[int, int] = {t: 0 for t in first}  # offset inside the parent
     g_first = dict(first)
     g_last = dict(last)
     g_size = {t: graph.tensors[t].nbytes for t in first}
 
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra == rb:
+    def find(t: int) -> tuple[int, int]:
+        off = 0
+        while parent[t] != t:
+            off += rel[t]
+            t = parent[t]
+        return t, off
+
+    def place(x: int, out: int, delta: int) -> None:
+        """Put out's group so that out starts ``delta`` bytes after x."""
+        rx, ox = find(x)
+        ro, oo = find(out)
+        if rx == ro:
             return
-        parent[rb] = ra
-        g_first[ra] = min(g_first[ra], g_first[rb])
-        g_last[ra] = max(g_last[ra], g_last[rb])
-        g_size[ra] = max(g_size[ra], g_size[rb])
+        shift = ox + delta - oo  # offset of ro's base inside rx's group
+        if shift >= 0:
+            parent[ro], rel[ro], root, other, sh = rx, shift, rx, ro, shift
+        else:
+            parent[rx], rel[rx], root, other, sh = ro, -shift, ro, rx, -shift
+        g_first[root] = min(g_first[root], g_first[other])
+        g_last[root] = max(g_last[root], g_last[other])
+        g_size[root] = max(g_size[root], sh + g_size[other])
 
     for low in lowered:  # aliases first: they extend lifetimes
         if low.alias_input is not None:
-            union(low.alias_input, low.op.outputs[0])
+            place(low.alias_input, low.op.outputs[0], 0)
     if inplace:
         for k, low in enumerate(lowered):
-            x = low.inplace_input
+            out = low.op.outputs[0]
+            x, delta = low.inplace_input, 0
+            if x is None and low.overlap_input is not None:
+                x = low.overlap_input
+                delta = (min(int(low.overlap_delta or 0), 0) // align) * align  # round down
+                if -delta >= graph.tensors[out].nbytes:
+                    continue  # no gain over separate buffers
             if x is None or graph.tensors[x].is_constant:
                 continue
-            out = low.op.outputs[0]
-            rx = find(x)
-            if (g_last[rx] == k and g_size[rx] == graph.tensors[out].nbytes
+            rx, _ = find(x)
+            others = {find(i)[0] for i in low.op.inputs
+                      if i >= 0 and i != x and not graph.tensors[i].is_constant}
+            if (g_last[rx] == k and rx not in others and low.op.inputs.count(x) == 1
                     and graph.tensors[x].dtype == graph.tensors[out].dtype
-                    and low.op.inputs.count(x) == 1):
-                union(x, out)
+                    and (delta < 0 or low.overlap_input is not None
+                         or g_size[rx] >= graph.tensors[out].nbytes)):
+                place(x, out, delta)
 
-    roots = sorted({find(t) for t in first})
+    roots = sorted({find(t)[0] for t in first})
     order = sorted(roots, key=lambda r: (-g_size[r], g_first[r], r))
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
     offsets_root: dict[int, int] = {}
@@ -654,7 +741,11 @@ def plan_memory(graph: Graph, lowered: list[Lowered], *, inplace: bool = True,
         {"offset": offsets_root[r], "size": g_size[r], "first": g_first[r], "last": g_last[r]}
         for r in roots
     ]
-    return MemoryPlan({t: offsets_root[find(t)] for t in first}, arena, naive, buffers)
+    offsets = {}
+    for t in first:
+        r, off = find(t)
+        offsets[t] = offsets_root[r] + off
+    return MemoryPlan(offsets, arena, naive, buffers)
 
 
 # --------------------------------------------------------------------------- sources
