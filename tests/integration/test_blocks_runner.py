@@ -222,3 +222,18 @@ def test_environment_is_not_leaked_into_secret_argv(tmp_path: Path, accel_csv: P
                        venvs=venvs)
     assert result.metadata["token_seen"] == "1"
     assert "hunter2" not in " ".join(result.command)
+
+
+def test_required_env_variable_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    block = tmp_path / "block"
+    shutil.copytree(FIXTURES / "sleeper", block)
+    doc = json.loads((block / "parameters.json").read_text())
+    doc["info"]["requiredEnvVariables"] = ["EDGELOOP_TEST_NEEDED"]
+    (block / "parameters.json").write_text(json.dumps(doc))
+    monkeypatch.delenv("EDGELOOP_TEST_NEEDED", raising=False)
+    with pytest.raises(ConfigError) as info:
+        run_block(block, out_directory=tmp_path / "o", params={"seconds": "0"})
+    assert "EDGELOOP_TEST_NEEDED" in str(info.value)
+    result = run_block(block, out_directory=tmp_path / "o", params={"seconds": "0"},
+                       env={"EDGELOOP_TEST_NEEDED": "yes"})
+    assert result.output_tail[-1] == "woke up"

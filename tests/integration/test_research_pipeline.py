@@ -93,6 +93,17 @@ def test_sorter_one_folder_per_study_id_with_master_sheet_metadata(pipeline: Pip
         assert (folder / "accelerometer.csv").read_bytes() == lake.read_bytes()
 
 
+def test_sorter_rerun_is_idempotent(pipeline: PipelineRun) -> None:
+    study = pipeline.study
+    again = run_block(BLOCKS / "research-sorter", out_directory=pipeline.sorted_dir,
+                      venvs=pipeline.venvs, params={
+                          "lake-dir": str(study.lake), "portal-dir": str(study.portal),
+                          "master-sheet": str(study.master_sheet)})
+    assert again.item_metadata == pipeline.sort.item_metadata
+    assert again.outputs == pipeline.sort.outputs
+    assert sum("0 file(s) copied" in line for line in again.output_tail) == 5
+
+
 @pytest.mark.parametrize("study_id", list(EXPECTED_FAILURES))
 def test_checklist_fails_exactly_the_right_checks(pipeline: PipelineRun, study_id: str) -> None:
     result = pipeline.checklist[study_id]
@@ -163,7 +174,8 @@ def test_combined_rows_are_aligned_and_labelled(pipeline: PipelineRun, study_id:
     acc = pacsv.read_csv(item / "accelerometer.csv").to_pydict()
     first = acc["timestamp"].index(int(ts[0]))
     np.testing.assert_allclose(table.column("accX").to_numpy()[:100],
-                               np.array(acc["x"][first:first + 100], dtype=np.float32))
+                               np.array(acc["x"][first:first + 100], dtype=np.float32),
+                               rtol=1e-6)
     # the PPG-derived heart rate tracks the reference
     hr_ppg = table.column("hr_ppg").to_numpy(zero_copy_only=False)
     hr_ref = table.column("hr_ref").to_numpy()

@@ -29,6 +29,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,8 +39,8 @@ import pyarrow.parquet as pq
 CONTRACT = "research-combined/1"
 FILES = ("accelerometer", "ppg", "polar_h10", "labels")
 COLUMN_TYPES = {
-    "accelerometer": {"timestamp": pa.int64(), "x": pa.float64(), "y": pa.float64(),
-                      "z": pa.float64()},
+    "accelerometer": {"timestamp": pa.int64(), "x": pa.float32(), "y": pa.float32(),
+                      "z": pa.float32()},
     "ppg": {"timestamp": pa.int64(), "ppg": pa.float64()},
     "polar_h10": {"timestamp": pa.int64(), "hr": pa.float64()},
     "labels": {"start": pa.int64(), "end": pa.int64(), "label": pa.string()},
@@ -71,8 +72,12 @@ class CombineResult:
         return bool(self.checks) and all(self.checks.values())
 
 
-def read_csv(path: Path, kind: str) -> dict[str, np.ndarray]:
-    """Read one of the four files with pyarrow, with the columns typed as expected."""
+def read_csv(path: Path, kind: str) -> dict[str, Any]:
+    """Read one of the four files with pyarrow, with the columns typed as expected.
+
+    Timestamps and the values computed on become numpy arrays; the accelerometer
+    axes stay Arrow (float32) and go into the combined table without a copy.
+    """
     types = COLUMN_TYPES[kind]
     table = pacsv.read_csv(
         path,
@@ -83,8 +88,12 @@ def read_csv(path: Path, kind: str) -> dict[str, np.ndarray]:
         col = table.column(name)
         if col.null_count:
             raise ValueError(f"{path.name}: column {name!r} has {col.null_count} empty value(s)")
-        out[name] = (np.asarray(col.to_pylist(), dtype=object) if name == "label"
-                     else col.to_numpy())
+        if name == "label":
+            out[name] = np.asarray(col.to_pylist(), dtype=object)
+        elif kind == "accelerometer" and name != "timestamp":
+            out[name] = col
+        else:
+            out[name] = col.to_numpy()
     return out
 
 
@@ -149,6 +158,7 @@ def render_hr_png(grid_s: np.ndarray, hr_ref: np.ndarray, hr_ppg: np.ndarray,
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     step = max(1, grid_s.size // 1500)  # at most ~1500 points per line: a readable plot
     n = grid_s.size // step * step
@@ -166,6 +176,8 @@ def render_hr_png(grid_s: np.ndarray, hr_ref: np.ndarray, hr_ppg: np.ndarray,
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins where no beat was found
         ax.plot(minutes, thin(hr_ppg), lw=1.0, label="from PPG")
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel("minutes")
     ax.set_ylabel("heart rate (bpm)")
     ax.set_title(f"{title}  r = {correlation:.3f}" if math.isfinite(correlation)
@@ -249,8 +261,8 @@ def align(data: dict[str, dict[str, np.ndarray]], grid_ms: np.ndarray,
     t = acc["timestamp"]
     lo = max(t[0], ppg["timestamp"][0], polar["timestamp"][0], labels["start"].min())
     hi = min(t[-1], ppg["timestamp"][-1], polar["timestamp"][-1], labels["end"].max())
-    sel = slice(np.searchsorted(t, lo, "left"), np.searchsorted(t, hi, "right"))
-    t = t[sel]
+    first, stop = int(np.searchsorted(t, lo, "left")), int(np.searchsorted(t, hi, "right"))
+    t = t[first:stop]
     order = np.argsort(labels["start"], kind="stable")
     starts, ends = labels["start"][order], labels["end"][order]
     idx = np.searchsorted(starts, t, side="right") - 1
@@ -264,11 +276,11 @@ def align(data: dict[str, dict[str, np.ndarray]], grid_ms: np.ndarray,
     # hr_ppg: from the 1 Hz grid (NaN where no beat was near) -> null in the table
     hr_ppg = np.interp(t, grid_ms, hr_ppg_grid).astype(np.float32)
     names = pa.array(list(labels["label"][order]), type=pa.string())
-    return pa.Table.from_arrays([
+    return pa.table([
         pa.array(t, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-        pa.array(acc["x"][sel].astype(np.float32)),
-        pa.array(acc["y"][sel].astype(np.float32)),
-        pa.array(acc["z"][sel].astype(np.float32)),
+        acc["x"].slice(first, stop - first),
+        acc["y"].slice(first, stop - first),
+        acc["z"].slice(first, stop - first),
         pa.array(np.interp(t, ppg["timestamp"], ppg["ppg"]).astype(np.float32)),
         pa.array(hr_ppg, mask=np.isnan(hr_ppg)),
         pa.array(np.interp(t, polar["timestamp"], polar["hr"]).astype(np.float32)),
@@ -279,7 +291,10 @@ def align(data: dict[str, dict[str, np.ndarray]], grid_ms: np.ndarray,
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write to a temporary name, then move into place: never a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="snappy")
+    # dictionary pages only where values repeat (quantised sensor axes, labels): the
+    # interpolated columns are all distinct and would only pay for a failed dictionary
+    pq.write_table(table, tmp, compression="snappy",
+                   use_dictionary=["accX", "accY", "accZ", "label"])
     tmp.replace(path)
 
 
