@@ -237,3 +237,22 @@ def test_required_env_variable_missing(tmp_path: Path, monkeypatch: pytest.Monke
     result = run_block(block, out_directory=tmp_path / "o", params={"seconds": "0"},
                        env={"EDGELOOP_TEST_NEEDED": "yes"})
     assert result.output_tail[-1] == "woke up"
+
+
+def test_docker_command_mounts_and_rewrites_paths(tmp_path: Path, accel_csv: Path) -> None:
+    from edgeloop.blocks.params import load_block_spec
+    from edgeloop.blocks.runner import _docker_command, _image_tag
+
+    spec = load_block_spec(FIXTURES / "reference-style")
+    out = tmp_path / "out"
+    argv = ["--in-file", str(accel_csv), "--out-directory", str(out), "--axis", "x"]
+    cmd = _docker_command(spec, argv, in_path=accel_csv, out_dir=out,
+                          env={"EI_API_KEY": "k", "API_TOKEN": "secret"}, container="c1")
+    assert cmd[:5] == ["docker", "run", "--rm", "--name", "c1"]
+    assert f"{accel_csv.parent}:/data/in:ro" in cmd and f"{out}:/data/out" in cmd
+    assert cmd[cmd.index("EI_API_KEY") - 1:cmd.index("EI_API_KEY") + 1] == ["-e", "EI_API_KEY"]
+    assert "secret" not in " ".join(cmd)  # values come from the environment
+    image = _image_tag(spec)
+    assert image.startswith("edgeloop-block-reference-style:")
+    assert cmd[cmd.index(image) + 1:] == ["--in-file", "/data/in/walk.csv", "--out-directory",
+                                          "/data/out", "--axis", "x"]

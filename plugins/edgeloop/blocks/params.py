@@ -119,11 +119,8 @@ def load_block_spec(block_dir: str | Path) -> BlockSpec:
                 expected="a unique name",
             )
         seen.add(param)
-        valid = tuple(
-            str(v["value"] if isinstance(v, dict) else v).lower()
-            if isinstance(v, bool) else str(v["value"] if isinstance(v, dict) else v)
-            for v in raw.get("valid", ())
-        )
+        valid = tuple(_option_text(v["value"] if isinstance(v, dict) else v)
+                      for v in raw.get("valid", ()))
         params.append(
             BlockParameter(
                 name=raw["name"],
@@ -152,6 +149,11 @@ def load_block_spec(block_dir: str | Path) -> BlockSpec:
         parameters=tuple(params),
         legacy_form=legacy,
     )
+
+
+def _option_text(value: Scalar) -> str:
+    """A select option or value as compared and passed: JSON true -> "true"."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def parse_bool(value: Scalar, *, what: str) -> bool:
@@ -188,7 +190,7 @@ def _check_value(p: BlockParameter, value: Scalar, file: str) -> str:
                               expected="a number such as 0.5", value=value)
         return str(value).strip()
     if p.type == "select":
-        text = str(value).lower() if isinstance(value, bool) else str(value)
+        text = _option_text(value)
         if text not in p.valid:
             raise ConfigError("not one of the valid options", file=file, path=where,
                               expected=f"one of {list(p.valid)}", value=value)
