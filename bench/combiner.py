@@ -57,8 +57,11 @@ def main() -> int:
     parser.add_argument("--subjects", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=120.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runner", action="store_true",
-                        help="also time the block through run_block (one process per item)")
+    parser.add_argument(
+        "--runner",
+        action="store_true",
+        help="also time the block through run_block (one process per item)",
+    )
     parser.add_argument("--workdir", help="keep data here instead of a temporary folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -69,14 +72,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-combiner-") as tmp:
         work = Path(args.workdir or tmp)
         started = time.perf_counter()
-        study = generate_health_study(work / "study", args.subjects, minutes=args.minutes,
-                                      accel_hz=50.0, ppg_hz=25.0, broken=False)
-        print(f"generated {args.subjects} subjects x {args.minutes:g} min "
-              f"(accelerometer 50 Hz, PPG 25 Hz) in {time.perf_counter() - started:.1f} s")
+        study = generate_health_study(
+            work / "study",
+            args.subjects,
+            minutes=args.minutes,
+            accel_hz=50.0,
+            ppg_hz=25.0,
+            broken=False,
+        )
+        print(
+            f"generated {args.subjects} subjects x {args.minutes:g} min "
+            f"(accelerometer 50 Hz, PPG 25 Hz) in {time.perf_counter() - started:.1f} s"
+        )
         sorted_dir = work / "sorted"
-        result = run_block(SORTER, out_directory=sorted_dir, params={
-            "lake-dir": str(study.lake), "portal-dir": str(study.portal),
-            "master-sheet": str(study.master_sheet)})
+        result = run_block(
+            SORTER,
+            out_directory=sorted_dir,
+            params={
+                "lake-dir": str(study.lake),
+                "portal-dir": str(study.portal),
+                "master-sheet": str(study.master_sheet),
+            },
+        )
         items = [sorted_dir / s for s in sorted(result.item_metadata)]
         metas = {s: result.item_metadata[s] for s in result.item_metadata}
         csv_bytes = sum((i / f"{n}.csv").stat().st_size for i in items for n in FILES)
@@ -98,25 +115,38 @@ def main() -> int:
                 raw_io(item, work / "raw" / item.name)
                 raw_s += time.perf_counter() - t
                 t = time.perf_counter()
-                res = combine.combine_item(item, _fresh(work / "combined" / item.name),
-                                           metas[item.name])
+                res = combine.combine_item(
+                    item, _fresh(work / "combined" / item.name), metas[item.name]
+                )
                 comb_s += time.perf_counter() - t
                 passed += res.passed
-            print(f"round {r + 1}: raw_io={raw_s:.2f} s  combiner={comb_s:.2f} s  "
-                  f"({passed}/{len(items)} items passed, wrote combined.parquet + hr.png)")
+            print(
+                f"round {r + 1}: raw_io={raw_s:.2f} s  combiner={comb_s:.2f} s  "
+                f"({passed}/{len(items)} items passed, wrote combined.parquet + hr.png)"
+            )
             best_raw, best_comb = min(best_raw, raw_s), min(best_comb, comb_s)
 
         if args.runner:
             t = time.perf_counter()
             for item in items:
-                run_block(COMBINER, in_directory=item, out_directory=work / "run" / item.name,
-                          metadata=metas[item.name])
-            print(f"combiner_via_runner_s={time.perf_counter() - t:.2f} "
-                  "(one process per item: venv python start, imports, block)")
-        print(f"raw_io_s={best_raw:.2f} (pyarrow.csv read + Parquet write of 4 files x "
-              f"{len(items)} items)")
-        print(f"combiner_s={best_comb:.2f} (read, HR from PPG, correlation, alignment, "
-              f"labels, combined.parquet + hr.png x {len(items)} items)")
+                run_block(
+                    COMBINER,
+                    in_directory=item,
+                    out_directory=work / "run" / item.name,
+                    metadata=metas[item.name],
+                )
+            print(
+                f"combiner_via_runner_s={time.perf_counter() - t:.2f} "
+                "(one process per item: venv python start, imports, block)"
+            )
+        print(
+            f"raw_io_s={best_raw:.2f} (pyarrow.csv read + Parquet write of 4 files x "
+            f"{len(items)} items)"
+        )
+        print(
+            f"combiner_s={best_comb:.2f} (read, HR from PPG, correlation, alignment, "
+            f"labels, combined.parquet + hr.png x {len(items)} items)"
+        )
         print(f"combiner_vs_raw_io={best_comb / best_raw:.2f}")
     return 0
 

@@ -23,16 +23,22 @@ def venvs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_rms_per_label(tmp_path: Path, venvs: Path) -> None:
     src = tmp_path / "gestures.parquet"
-    pq.write_table(pa.table({
-        "sample_name": ["a"] * 5,
-        "accX": [3.0, -3.0, 1.0, 1.0, 1.0],
-        "accY": [4.0, 4.0, 0.0, 0.0, 2.0],
-        "accZ": [0.0, 0.0, -2.0, 2.0, 2.0],
-        "label": ["wave", "wave", "idle", "idle", "idle"],
-    }), src)
+    pq.write_table(
+        pa.table(
+            {
+                "sample_name": ["a"] * 5,
+                "accX": [3.0, -3.0, 1.0, 1.0, 1.0],
+                "accY": [4.0, 4.0, 0.0, 0.0, 2.0],
+                "accZ": [0.0, 0.0, -2.0, 2.0, 2.0],
+                "label": ["wave", "wave", "idle", "idle", "idle"],
+            }
+        ),
+        src,
+    )
     result = run_block(BLOCK, in_file=src, out_directory=tmp_path / "out", venvs=venvs)
-    rows = {r["label"]: r for r in pq.read_table(tmp_path / "out" /
-                                                 "gestures_rms.parquet").to_pylist()}
+    rows = {
+        r["label"]: r for r in pq.read_table(tmp_path / "out" / "gestures_rms.parquet").to_pylist()
+    }
     assert rows["wave"]["rms_accX"] == pytest.approx(3.0)
     assert rows["wave"]["rms_accY"] == pytest.approx(4.0)
     assert rows["wave"]["samples"] == 2

@@ -45,18 +45,22 @@ def accel_csv(tmp_path: Path) -> Path:
     return path
 
 
-def test_reference_style_block_runs_unmodified(tmp_path: Path, accel_csv: Path,
-                                               venvs: Path) -> None:
+def test_reference_style_block_runs_unmodified(
+    tmp_path: Path, accel_csv: Path, venvs: Path
+) -> None:
     out = tmp_path / "out"
     lines: list[str] = []
     result = run_block(
-        FIXTURES / "reference-style", in_file=accel_csv, out_directory=out,
+        FIXTURES / "reference-style",
+        in_file=accel_csv,
+        out_directory=out,
         metadata={"subject": "AMS_001", "ei_check": "1"},
         params={"axis": "y", "normalize": "true", "verbose": "1"},
         extra_args=["--unknown-to-the-block", "7"],
         last_successful_run="2026-11-01T00:00:00.000Z",
         env={"EI_ORGANIZATION_ID": "42", "API_TOKEN": "tok"},
-        venvs=venvs, on_line=lines.append,
+        venvs=venvs,
+        on_line=lines.append,
     )
     assert result.outputs == ("walk_y.csv",)
     rows = (out / "walk_y.csv").read_text().split()
@@ -65,17 +69,29 @@ def test_reference_style_block_runs_unmodified(tmp_path: Path, accel_csv: Path,
     # the block does not declare --hmac-key: parse_known_args leaves it with the extras
     assert result.metadata.pop("extra") == "--hmac-key  --unknown-to-the-block 7"
     assert result.metadata == {
-        "subject": "AMS_001", "ei_check": "1", "axis": "y", "normalized": "1",
-        "window_length": "250", "subject_seen": "AMS_001", "item_name": "walk.csv",
-        "org": "42", "last_run": "2026-11-01T00:00:00.000Z", "token_seen": "1",
+        "subject": "AMS_001",
+        "ei_check": "1",
+        "axis": "y",
+        "normalized": "1",
+        "window_length": "250",
+        "subject_seen": "AMS_001",
+        "item_name": "walk.csv",
+        "org": "42",
+        "last_run": "2026-11-01T00:00:00.000Z",
+        "token_seen": "1",
     }
     assert "in file" in " ".join(lines)  # output was streamed line by line
     assert result.venv is not None and result.venv.parent == venvs
 
 
 def test_string_boolean_false_passes_zero(tmp_path: Path, accel_csv: Path, venvs: Path) -> None:
-    result = run_block(FIXTURES / "reference-style", in_file=accel_csv,
-                       out_directory=tmp_path / "out", params={"normalize": "false"}, venvs=venvs)
+    result = run_block(
+        FIXTURES / "reference-style",
+        in_file=accel_csv,
+        out_directory=tmp_path / "out",
+        params={"normalize": "false"},
+        venvs=venvs,
+    )
     assert result.metadata["normalized"] == "0"
     assert "--normalize" in result.command
     assert result.command[result.command.index("--normalize") + 1] == "0"
@@ -85,8 +101,9 @@ def test_string_boolean_false_passes_zero(tmp_path: Path, accel_csv: Path, venvs
 def test_exit_code_one_reports_code_and_last_lines(tmp_path: Path) -> None:
     (tmp_path / "item").mkdir()
     with pytest.raises(BlockFailed) as info:
-        run_block(FIXTURES / "exit-one", in_directory=tmp_path / "item",
-                  out_directory=tmp_path / "out")
+        run_block(
+            FIXTURES / "exit-one", in_directory=tmp_path / "item", out_directory=tmp_path / "out"
+        )
     err = info.value
     assert err.exit_code == 1
     text = str(err)
@@ -98,16 +115,19 @@ def test_exit_code_one_reports_code_and_last_lines(tmp_path: Path) -> None:
 
 def test_time_limit_stops_the_block(tmp_path: Path) -> None:
     with pytest.raises(BlockTimeout) as info:
-        run_block(FIXTURES / "sleeper", out_directory=tmp_path / "out", params={"seconds": "60"},
-                  time_limit=1.5)
+        run_block(
+            FIXTURES / "sleeper",
+            out_directory=tmp_path / "out",
+            params={"seconds": "60"},
+            time_limit=1.5,
+        )
     assert "time limit of 1.5 s" in str(info.value)
     assert "sleeping 60 s" in str(info.value)
 
 
 def test_bad_parameter_value_fails_before_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        run_block(FIXTURES / "sleeper", out_directory=tmp_path / "out",
-                  params={"seconds": "soon"})
+        run_block(FIXTURES / "sleeper", out_directory=tmp_path / "out", params={"seconds": "soon"})
     assert "parameter 'seconds'" in str(info.value)
     assert "not an integer" in str(info.value)
 
@@ -116,8 +136,13 @@ def test_malformed_parameters_json(tmp_path: Path) -> None:
     block = tmp_path / "block"
     shutil.copytree(FIXTURES / "sleeper", block)
     (block / "parameters.json").write_text(
-        json.dumps({"info": {"operatesOn": "standalone"},
-                    "parameters": [{"name": "S", "type": "number", "param": "seconds"}]}))
+        json.dumps(
+            {
+                "info": {"operatesOn": "standalone"},
+                "parameters": [{"name": "S", "type": "number", "param": "seconds"}],
+            }
+        )
+    )
     with pytest.raises(ConfigError) as info:
         run_block(block, out_directory=tmp_path / "out")
     assert "parameters.json: $.parameters[0].type" in str(info.value)
@@ -127,8 +152,11 @@ def test_malformed_parameters_json(tmp_path: Path) -> None:
 def test_malformed_ei_metadata(tmp_path: Path) -> None:
     (tmp_path / "item").mkdir()
     with pytest.raises(ConfigError) as info:
-        run_block(FIXTURES / "bad-metadata", in_directory=tmp_path / "item",
-                  out_directory=tmp_path / "out")
+        run_block(
+            FIXTURES / "bad-metadata",
+            in_directory=tmp_path / "item",
+            out_directory=tmp_path / "out",
+        )
     assert "ei-metadata.json" in str(info.value)
     assert "$.action" in str(info.value) or "$.metadata.ei_check" in str(info.value)
 
@@ -143,14 +171,14 @@ def test_wrong_input_kind(tmp_path: Path, accel_csv: Path) -> None:
 def test_no_requirements_runs_in_project_env(tmp_path: Path) -> None:
     (tmp_path / "item").mkdir()
     with pytest.raises(BlockFailed) as info:
-        run_block(FIXTURES / "exit-one", in_directory=tmp_path / "item",
-                  out_directory=tmp_path / "out")
+        run_block(
+            FIXTURES / "exit-one", in_directory=tmp_path / "item", out_directory=tmp_path / "out"
+        )
     assert info.value.exit_code == 1
     assert block_command(FIXTURES / "exit-one") == ["python3", "-u", "transform.py"]
 
 
-def test_venv_built_once_and_rebuilt_when_requirements_change(tmp_path: Path,
-                                                              venvs: Path) -> None:
+def test_venv_built_once_and_rebuilt_when_requirements_change(tmp_path: Path, venvs: Path) -> None:
     block = tmp_path / "block"
     shutil.copytree(FIXTURES / "with-requirements", block)
     assert block_command(block) == ["python3", "-u", "show_env.py", "--greeting", "hello"]
@@ -181,23 +209,38 @@ def test_docker_runtime_says_no_engine(tmp_path: Path) -> None:
     if reason is None:
         pytest.skip("a Docker engine is reachable here: the docker runtime is not exercised")
     with pytest.raises(DockerUnavailable) as info:
-        run_block(FIXTURES / "with-requirements", out_directory=tmp_path / "o",
-                  runtime="docker")
+        run_block(FIXTURES / "with-requirements", out_directory=tmp_path / "o", runtime="docker")
     assert "no Docker engine is reachable" in str(info.value)
     assert "--runtime local" in str(info.value)
 
 
-def test_cli_prints_final_metadata(tmp_path: Path, accel_csv: Path, venvs: Path,
-                                   capsys: pytest.CaptureFixture[str],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_prints_final_metadata(
+    tmp_path: Path,
+    accel_csv: Path,
+    venvs: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("EDGELOOP_BLOCK_VENVS", str(venvs))
     parser = argparse.ArgumentParser()
     block_cli.register(parser.add_subparsers())
-    args = parser.parse_args([
-        "block", "run", str(FIXTURES / "reference-style"), "--in-file", str(accel_csv),
-        "--out-directory", str(tmp_path / "out"), "--metadata", '{"subject": "S1"}',
-        "--param", "axis=z", "--param", "Normalize=0",
-    ])
+    args = parser.parse_args(
+        [
+            "block",
+            "run",
+            str(FIXTURES / "reference-style"),
+            "--in-file",
+            str(accel_csv),
+            "--out-directory",
+            str(tmp_path / "out"),
+            "--metadata",
+            '{"subject": "S1"}',
+            "--param",
+            "axis=z",
+            "--param",
+            "Normalize=0",
+        ]
+    )
     assert args.handler(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["metadata"]["axis"] == "z"
@@ -208,18 +251,32 @@ def test_cli_prints_final_metadata(tmp_path: Path, accel_csv: Path, venvs: Path,
 def test_cli_rejects_malformed_param(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     block_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["block", "run", str(FIXTURES / "sleeper"), "--out-directory",
-                              str(tmp_path), "--param", "seconds"])
+    args = parser.parse_args(
+        [
+            "block",
+            "run",
+            str(FIXTURES / "sleeper"),
+            "--out-directory",
+            str(tmp_path),
+            "--param",
+            "seconds",
+        ]
+    )
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         args.handler(args)
 
 
-def test_environment_is_not_leaked_into_secret_argv(tmp_path: Path, accel_csv: Path,
-                                                    venvs: Path) -> None:
+def test_environment_is_not_leaked_into_secret_argv(
+    tmp_path: Path, accel_csv: Path, venvs: Path
+) -> None:
     os.environ.pop("API_TOKEN", None)
-    result = run_block(FIXTURES / "reference-style", in_file=accel_csv,
-                       out_directory=tmp_path / "out", params={"api-token": "hunter2"},
-                       venvs=venvs)
+    result = run_block(
+        FIXTURES / "reference-style",
+        in_file=accel_csv,
+        out_directory=tmp_path / "out",
+        params={"api-token": "hunter2"},
+        venvs=venvs,
+    )
     assert result.metadata["token_seen"] == "1"
     assert "hunter2" not in " ".join(result.command)
 
@@ -234,8 +291,12 @@ def test_required_env_variable_missing(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(ConfigError) as info:
         run_block(block, out_directory=tmp_path / "o", params={"seconds": "0"})
     assert "EDGELOOP_TEST_NEEDED" in str(info.value)
-    result = run_block(block, out_directory=tmp_path / "o", params={"seconds": "0"},
-                       env={"EDGELOOP_TEST_NEEDED": "yes"})
+    result = run_block(
+        block,
+        out_directory=tmp_path / "o",
+        params={"seconds": "0"},
+        env={"EDGELOOP_TEST_NEEDED": "yes"},
+    )
     assert result.output_tail[-1] == "woke up"
 
 
@@ -246,13 +307,25 @@ def test_docker_command_mounts_and_rewrites_paths(tmp_path: Path, accel_csv: Pat
     spec = load_block_spec(FIXTURES / "reference-style")
     out = tmp_path / "out"
     argv = ["--in-file", str(accel_csv), "--out-directory", str(out), "--axis", "x"]
-    cmd = _docker_command(spec, argv, in_path=accel_csv, out_dir=out,
-                          env={"EI_API_KEY": "k", "API_TOKEN": "secret"}, container="c1")
+    cmd = _docker_command(
+        spec,
+        argv,
+        in_path=accel_csv,
+        out_dir=out,
+        env={"EI_API_KEY": "k", "API_TOKEN": "secret"},
+        container="c1",
+    )
     assert cmd[:5] == ["docker", "run", "--rm", "--name", "c1"]
     assert f"{accel_csv.parent}:/data/in:ro" in cmd and f"{out}:/data/out" in cmd
-    assert cmd[cmd.index("EI_API_KEY") - 1:cmd.index("EI_API_KEY") + 1] == ["-e", "EI_API_KEY"]
+    assert cmd[cmd.index("EI_API_KEY") - 1 : cmd.index("EI_API_KEY") + 1] == ["-e", "EI_API_KEY"]
     assert "secret" not in " ".join(cmd)  # values come from the environment
     image = _image_tag(spec)
     assert image.startswith("edgeloop-block-reference-style:")
-    assert cmd[cmd.index(image) + 1:] == ["--in-file", "/data/in/walk.csv", "--out-directory",
-                                          "/data/out", "--axis", "x"]
+    assert cmd[cmd.index(image) + 1 :] == [
+        "--in-file",
+        "/data/in/walk.csv",
+        "--out-directory",
+        "/data/out",
+        "--axis",
+        "x",
+    ]

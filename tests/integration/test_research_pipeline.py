@@ -19,8 +19,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCKS = REPO / "include" / "blocks"
-CONTRACT = json.loads((REPO / "include" / "schemas" / "research-combined.schema.json")
-                      .read_text())
+CONTRACT = json.loads((REPO / "include" / "schemas" / "research-combined.schema.json").read_text())
 
 # subject -> (checks research-checklist must fail, checks research-combiner must fail)
 EXPECTED_FAILURES = {
@@ -51,17 +50,32 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     venvs = tmp_path_factory.getbasetemp() / "edgeloop-block-venvs"  # shared with other block tests
     venvs.mkdir(exist_ok=True)
     sorted_dir = root / "sorted"
-    sort = run_block(BLOCKS / "research-sorter", out_directory=sorted_dir, venvs=venvs, params={
-        "lake-dir": str(study.lake), "portal-dir": str(study.portal),
-        "master-sheet": str(study.master_sheet)})
+    sort = run_block(
+        BLOCKS / "research-sorter",
+        out_directory=sorted_dir,
+        venvs=venvs,
+        params={
+            "lake-dir": str(study.lake),
+            "portal-dir": str(study.portal),
+            "master-sheet": str(study.master_sheet),
+        },
+    )
 
     def one_item(study_id: str) -> tuple[str, BlockResult, BlockResult]:
-        checked = run_block(BLOCKS / "research-checklist", in_directory=sorted_dir / study_id,
-                            out_directory=root / "checked" / study_id,
-                            metadata=sort.item_metadata[study_id], venvs=venvs)
-        combined = run_block(BLOCKS / "research-combiner", in_directory=sorted_dir / study_id,
-                             out_directory=root / "combined" / study_id,
-                             metadata=checked.metadata, venvs=venvs)
+        checked = run_block(
+            BLOCKS / "research-checklist",
+            in_directory=sorted_dir / study_id,
+            out_directory=root / "checked" / study_id,
+            metadata=sort.item_metadata[study_id],
+            venvs=venvs,
+        )
+        combined = run_block(
+            BLOCKS / "research-combiner",
+            in_directory=sorted_dir / study_id,
+            out_directory=root / "combined" / study_id,
+            metadata=checked.metadata,
+            venvs=venvs,
+        )
         return study_id, checked, combined
 
     # build the two venvs once before going parallel (the runner also locks the build)
@@ -69,8 +83,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     with ThreadPoolExecutor(max_workers=2) as pool:
         rest = list(pool.map(one_item, sorted(sort.item_metadata)[1:]))
     results = [first, *rest]
-    return PipelineRun(study, sorted_dir, root / "combined", sort, venvs,
-                       {s: c for s, c, _ in results}, {s: m for s, _, m in results})
+    return PipelineRun(
+        study,
+        sorted_dir,
+        root / "combined",
+        sort,
+        venvs,
+        {s: c for s, c, _ in results},
+        {s: m for s, _, m in results},
+    )
 
 
 def failing(metadata: dict[str, str]) -> set[str]:
@@ -95,10 +116,16 @@ def test_sorter_one_folder_per_study_id_with_master_sheet_metadata(pipeline: Pip
 
 def test_sorter_rerun_is_idempotent(pipeline: PipelineRun) -> None:
     study = pipeline.study
-    again = run_block(BLOCKS / "research-sorter", out_directory=pipeline.sorted_dir,
-                      venvs=pipeline.venvs, params={
-                          "lake-dir": str(study.lake), "portal-dir": str(study.portal),
-                          "master-sheet": str(study.master_sheet)})
+    again = run_block(
+        BLOCKS / "research-sorter",
+        out_directory=pipeline.sorted_dir,
+        venvs=pipeline.venvs,
+        params={
+            "lake-dir": str(study.lake),
+            "portal-dir": str(study.portal),
+            "master-sheet": str(study.master_sheet),
+        },
+    )
     assert again.item_metadata == pipeline.sort.item_metadata
     assert again.outputs == pipeline.sort.outputs
     assert sum("0 file(s) copied" in line for line in again.output_tail) == 5
@@ -173,9 +200,11 @@ def test_combined_rows_are_aligned_and_labelled(pipeline: PipelineRun, study_id:
     # accelerometer values are the file's, unchanged (float32)
     acc = pacsv.read_csv(item / "accelerometer.csv").to_pydict()
     first = acc["timestamp"].index(int(ts[0]))
-    np.testing.assert_allclose(table.column("accX").to_numpy()[:100],
-                               np.array(acc["x"][first:first + 100], dtype=np.float32),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        table.column("accX").to_numpy()[:100],
+        np.array(acc["x"][first : first + 100], dtype=np.float32),
+        rtol=1e-6,
+    )
     # the PPG-derived heart rate tracks the reference
     hr_ppg = table.column("hr_ppg").to_numpy(zero_copy_only=False)
     hr_ref = table.column("hr_ref").to_numpy()
@@ -205,8 +234,9 @@ def test_combiner_ei_check_includes_earlier_checks(pipeline: PipelineRun) -> Non
 
 def test_parquet_rms_on_combined_parquet(pipeline: PipelineRun, tmp_path: Path) -> None:
     source = pipeline.combined_dir / "AMS_001" / "combined.parquet"
-    result = run_block(BLOCKS / "parquet-rms", in_file=source, out_directory=tmp_path,
-                       venvs=pipeline.venvs)
+    result = run_block(
+        BLOCKS / "parquet-rms", in_file=source, out_directory=tmp_path, venvs=pipeline.venvs
+    )
     assert result.outputs == ("combined_rms.parquet",)
     rms = pq.read_table(tmp_path / "combined_rms.parquet").to_pylist()
     table = pq.read_table(source)

@@ -65,14 +65,13 @@ def write_item(folder: Path, *, labels_end_ms: int, with_accel: bool = True) -> 
     if with_accel:
         rows = "\n".join(f"{t},0.1,0.2,0.97" for t in acc_t)
         (folder / "accelerometer.csv").write_text("timestamp,x,y,z\n" + rows + "\n")
-    rows = "\n".join(f"{t},{2000 + 300 * np.sin(p):.0f}" for t, p in zip(ppg_t, phase,
-                                                                           strict=True))
+    rows = "\n".join(f"{t},{2000 + 300 * np.sin(p):.0f}" for t, p in zip(ppg_t, phase, strict=True))
     (folder / "ppg.csv").write_text("timestamp,ppg\n" + rows + "\n")
     rows = "\n".join(f"{t},{b:.0f}" for t, b in zip(hr_t, bpm, strict=True))
     (folder / "polar_h10.csv").write_text("timestamp,hr\n" + rows + "\n")
     (folder / "labels.csv").write_text(
-        f"start,end,label\n{t0},{t0 + 30_000},sitting\n{t0 + 30_000},{t0 + labels_end_ms},"
-        "walking\n")
+        f"start,end,label\n{t0},{t0 + 30_000},sitting\n{t0 + 30_000},{t0 + labels_end_ms},walking\n"
+    )
 
 
 def test_combine_item_good_and_uncovered(combine, tmp_path: Path) -> None:
@@ -117,6 +116,5 @@ def test_overall_check_includes_earlier_checks(combine) -> None:
     res = combine.CombineResult(checks={"ei_check_ppg_file_present": True}, correlation=0.8)
     assert combine.item_checklist(res, {"ei_check_labels_contiguous": "1"})["ei_check"] == "1"
     meta = combine.item_checklist(res, {"ei_check_labels_contiguous": "0", "age": "3"})
-    assert meta == {"ei_check_ppg_file_present": "1", "ei_check": "0",
-                    "hr_correlation": "0.8000"}
+    assert meta == {"ei_check_ppg_file_present": "1", "ei_check": "0", "hr_correlation": "0.8000"}
     json.dumps(meta)

@@ -13,8 +13,13 @@ from edgeloop.blocks.metadata import (
 )
 from edgeloop.errors import ConfigError
 
-ITEM = {"subject": "AMS_001", "age": "34", "ei_check": "1", "ei_check_ppg": "1",
-        "ei_check_labels": "0"}
+ITEM = {
+    "subject": "AMS_001",
+    "age": "34",
+    "ei_check": "1",
+    "ei_check_ppg": "1",
+    "ei_check_labels": "0",
+}
 
 CASES = [
     # (action, update, expected)
@@ -25,12 +30,18 @@ CASES = [
     ("replace", {}, {}),
     ("replace", {"ei_check": "0"}, {"ei_check": "0"}),
     # replace-checks: all old checks go, the new ones come, the rest stays
-    ("replace-checks", {"ei_check": "0", "ei_check_hr": "0"},
-     {"subject": "AMS_001", "age": "34", "ei_check": "0", "ei_check_hr": "0"}),
+    (
+        "replace-checks",
+        {"ei_check": "0", "ei_check_hr": "0"},
+        {"subject": "AMS_001", "age": "34", "ei_check": "0", "ei_check_hr": "0"},
+    ),
     ("replace-checks", {}, {"subject": "AMS_001", "age": "34"}),
     # keys that are not checks are not touched by replace-checks
-    ("replace-checks", {"age": "99", "ei_check": "1"},
-     {"subject": "AMS_001", "age": "34", "ei_check": "1"}),
+    (
+        "replace-checks",
+        {"age": "99", "ei_check": "1"},
+        {"subject": "AMS_001", "age": "34", "ei_check": "1"},
+    ),
 ]
 
 
@@ -44,8 +55,15 @@ def test_apply(action: str, update: dict[str, str], expected: dict[str, str]) ->
 
 @pytest.mark.parametrize(
     ("key", "is_check"),
-    [("ei_check", True), ("ei_check_ppg", True), ("ei_checker", False), ("ei_check_", True),
-     ("check", False), ("EI_CHECK", False), ("x_ei_check", False)],
+    [
+        ("ei_check", True),
+        ("ei_check_ppg", True),
+        ("ei_checker", False),
+        ("ei_check_", True),
+        ("check", False),
+        ("EI_CHECK", False),
+        ("x_ei_check", False),
+    ],
 )
 def test_is_check_key(key: str, is_check: bool) -> None:
     assert is_check_key(key) is is_check

@@ -26,8 +26,13 @@ CURRENT = {
     "parameters": [
         {"name": "Count", "type": "int", "param": "count", "value": 3},
         {"name": "Rate", "type": "float", "param": "rate", "value": "0.5"},
-        {"name": "Mode", "type": "select", "param": "mode", "value": "fast",
-         "valid": ["fast", {"label": "Slow", "value": "slow"}]},
+        {
+            "name": "Mode",
+            "type": "select",
+            "param": "mode",
+            "value": "fast",
+            "valid": ["fast", {"label": "Slow", "value": "slow"}],
+        },
         {"name": "Strict", "type": "boolean", "param": "strict", "value": True},
         {"name": "Dry run", "type": "flag", "param": "dry-run"},
         {"name": "Bucket", "type": "bucket", "param": "bucket", "value": ""},
@@ -52,7 +57,15 @@ def test_current_form(tmp_path: Path) -> None:
     assert spec.allow_extra_cli_arguments is True
     assert spec.required_env_variables == ("SOME_VAR",)
     assert [p.param for p in spec.parameters] == [
-        "count", "rate", "mode", "strict", "dry-run", "bucket", "note", "api-token"]
+        "count",
+        "rate",
+        "mode",
+        "strict",
+        "dry-run",
+        "bucket",
+        "note",
+        "api-token",
+    ]
     assert spec.parameter("mode").valid == ("fast", "slow")
     assert spec.parameter("Count").param == "count"  # by display name too
     assert not spec.legacy_form
@@ -75,8 +88,10 @@ MALFORMED = [
     ([{"name": "A", "type": "int", "param": "--a"}], "param"),
     ({"info": {"cliArguments": 5}, "parameters": []}, "cliArguments"),
     ({"info": {}}, "parameters"),
-    ([{"name": "A", "type": "int", "param": "a"}, {"name": "B", "type": "int", "param": "a"}],
-     "duplicate parameter"),
+    (
+        [{"name": "A", "type": "int", "param": "a"}, {"name": "B", "type": "int", "param": "a"}],
+        "duplicate parameter",
+    ),
 ]
 
 
@@ -93,8 +108,14 @@ def test_malformed_parameters_json(tmp_path: Path, doc: object, needle: str) -> 
 def test_defaults_resolve(tmp_path: Path) -> None:
     spec = load_block_spec(write_block(tmp_path, CURRENT))
     values = resolve_values(spec, {"bucket": "raw"}, environ={})
-    assert values == {"count": "3", "rate": "0.5", "mode": "fast", "strict": "1",
-                      "dry-run": "0", "bucket": "raw"}
+    assert values == {
+        "count": "3",
+        "rate": "0.5",
+        "mode": "fast",
+        "strict": "1",
+        "dry-run": "0",
+        "bucket": "raw",
+    }
 
 
 GOOD_VALUES = [
@@ -153,15 +174,42 @@ def test_secret_from_environment(tmp_path: Path) -> None:
 
 def test_invocation(tmp_path: Path) -> None:
     spec = load_block_spec(write_block(tmp_path, CURRENT))
-    values = resolve_values(spec, {"bucket": "raw", "dry-run": "1", "api-token": "tok"},
-                            environ={})
-    inv = build_invocation(spec, operates_on="directory", in_path="/in", out_directory="/out",
-                           hmac_key="k", metadata_json='{"a": "1"}', values=values,
-                           extra_args=["--more", "x"])
+    values = resolve_values(spec, {"bucket": "raw", "dry-run": "1", "api-token": "tok"}, environ={})
+    inv = build_invocation(
+        spec,
+        operates_on="directory",
+        in_path="/in",
+        out_directory="/out",
+        hmac_key="k",
+        metadata_json='{"a": "1"}',
+        values=values,
+        extra_args=["--more", "x"],
+    )
     assert inv.argv == (
-        "--in-directory", "/in", "--out-directory", "/out", "--hmac-key", "k",
-        "--metadata", '{"a": "1"}', "--count", "3", "--rate", "0.5", "--mode", "fast",
-        "--strict", "1", "--dry-run", "--bucket", "raw", "--fixed", "a b", "--more", "x")
+        "--in-directory",
+        "/in",
+        "--out-directory",
+        "/out",
+        "--hmac-key",
+        "k",
+        "--metadata",
+        '{"a": "1"}',
+        "--count",
+        "3",
+        "--rate",
+        "0.5",
+        "--mode",
+        "fast",
+        "--strict",
+        "1",
+        "--dry-run",
+        "--bucket",
+        "raw",
+        "--fixed",
+        "a b",
+        "--more",
+        "x",
+    )
     assert inv.env == {"API_TOKEN": "tok"}
     assert "tok" not in inv.argv
     assert inv.values["api-token"] == "***"
@@ -170,8 +218,15 @@ def test_invocation(tmp_path: Path) -> None:
 def test_unset_flag_is_not_passed(tmp_path: Path) -> None:
     spec = load_block_spec(write_block(tmp_path, CURRENT))
     values = resolve_values(spec, {"bucket": "raw"}, environ={})
-    inv = build_invocation(spec, operates_on="standalone", in_path=None, out_directory="/o",
-                           hmac_key="", metadata_json="{}", values=values)
+    inv = build_invocation(
+        spec,
+        operates_on="standalone",
+        in_path=None,
+        out_directory="/o",
+        hmac_key="",
+        metadata_json="{}",
+        values=values,
+    )
     assert "--dry-run" not in inv.argv
     assert "--in-directory" not in inv.argv and "--in-file" not in inv.argv
 
@@ -181,5 +236,13 @@ def test_extra_arguments_refused_unless_allowed(tmp_path: Path) -> None:
     spec = load_block_spec(write_block(tmp_path, doc))
     values = resolve_values(spec, {"bucket": "raw"}, environ={})
     with pytest.raises(ConfigError, match="allowExtraCliArguments"):
-        build_invocation(spec, operates_on="directory", in_path="/in", out_directory="/o",
-                         hmac_key="", metadata_json="{}", values=values, extra_args=["--x"])
+        build_invocation(
+            spec,
+            operates_on="directory",
+            in_path="/in",
+            out_directory="/o",
+            hmac_key="",
+            metadata_json="{}",
+            values=values,
+            extra_args=["--x"],
+        )

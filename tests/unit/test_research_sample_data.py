@@ -37,8 +37,16 @@ def read(path: Path) -> pa.Table:
 
 def test_layout_and_master_sheet(study) -> None:
     sheet = read(study.master_sheet)
-    assert sheet.column_names == ["study_id", "internal_id", "age", "sex", "height_cm",
-                                  "weight_kg", "bmi", "dominant_hand"]
+    assert sheet.column_names == [
+        "study_id",
+        "internal_id",
+        "age",
+        "sex",
+        "height_cm",
+        "weight_kg",
+        "bmi",
+        "dominant_hand",
+    ]
     assert sheet.column("study_id").to_pylist() == [f"AMS_00{i}" for i in range(1, 6)]
     ids = sheet.column("internal_id").to_pylist()
     assert len(set(ids)) == 5 and all(len(i) == 6 and i.isalnum() for i in ids)
@@ -49,7 +57,12 @@ def test_layout_and_master_sheet(study) -> None:
         assert (study.lake / s.internal_id / "ppg.csv").exists() == (s.broken != "missing_ppg")
     manifest = json.loads((study.root / "study.json").read_text())
     assert [s["broken"] for s in manifest["subjects"]] == [
-        "", "missing_ppg", "unrelated_ppg", "labels_gap", ""]
+        "",
+        "missing_ppg",
+        "unrelated_ppg",
+        "labels_gap",
+        "",
+    ]
 
 
 def test_timestamps_are_integer_milliseconds(study) -> None:
@@ -66,8 +79,7 @@ def test_timestamps_are_integer_milliseconds(study) -> None:
         assert np.all(np.abs(np.diff(ts) - step) <= 1)
     labels = read(study.portal / f"{s.study_id}_labels.csv")
     assert labels.schema.field("start").type == pa.int64()
-    assert set(labels.column("label").to_pylist()) <= {"sitting", "walking", "running",
-                                                       "biking"}
+    assert set(labels.column("label").to_pylist()) <= {"sitting", "walking", "running", "biking"}
 
 
 def test_physiology(study) -> None:
@@ -96,10 +108,10 @@ def test_ppg_pulse_follows_the_reference_hr_unless_unrelated(study) -> None:
             continue
         ppg = read(study.lake / s.internal_id / "ppg.csv")
         polar = read(study.portal / f"{s.study_id}_polar_h10.csv")
-        beat_t, bpm = combine.heart_rate_from_ppg(ppg.column("timestamp").to_numpy(),
-                                                  ppg.column("ppg").to_numpy().astype(float))
-        ref = np.interp(beat_t, polar.column("timestamp").to_numpy(),
-                        polar.column("hr").to_numpy())
+        beat_t, bpm = combine.heart_rate_from_ppg(
+            ppg.column("timestamp").to_numpy(), ppg.column("ppg").to_numpy().astype(float)
+        )
+        ref = np.interp(beat_t, polar.column("timestamp").to_numpy(), polar.column("hr").to_numpy())
         r = np.corrcoef(bpm, ref)[0, 1]
         if s.broken == "unrelated_ppg":
             assert r < 0.5
@@ -124,8 +136,18 @@ def test_cli_writes_a_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
-    args = parser.parse_args(["sample-data", "health-study", "--subjects", "4", "--minutes",
-                              "1", "--out", str(tmp_path / "s")])
+    args = parser.parse_args(
+        [
+            "sample-data",
+            "health-study",
+            "--subjects",
+            "4",
+            "--minutes",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "AMS_002" in out and "missing_ppg" in out

@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     table = pa.Table.from_pandas(result, preserve_index=False)
     pq.write_table(table, os.path.join(args.out_directory, name))
     for row in result.itertuples(index=False):
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in row._asdict().items()))
+        print(
+            " ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in row._asdict().items()
+            )
+        )
     print(f"wrote {name}: {len(result)} label(s)")
     return 0
 

@@ -60,40 +60,85 @@ def expectations_for(kind: str, columns: list[str], args: argparse.Namespace) ->
             types = INT_TYPES
         else:
             types = NUM_TYPES
-        out.append((f"ei_check_{kind}_columns",
-                    e.ExpectColumnValuesToBeInTypeList(column=col, type_list=types)))
+        out.append(
+            (
+                f"ei_check_{kind}_columns",
+                e.ExpectColumnValuesToBeInTypeList(column=col, type_list=types),
+            )
+        )
         out.append((f"ei_check_{kind}_columns", e.ExpectColumnValuesToNotBeNull(column=col)))
     if kind == "labels":
-        out.append((f"ei_check_{kind}_timestamps",
-                    e.ExpectColumnValuesToBeIncreasing(column="start", strictly=True)))
-        out.append((f"ei_check_{kind}_timestamps",
-                    e.ExpectColumnValuesToBeBetween(column="duration_ms", min_value=1)))
-        out.append((f"ei_check_{kind}_ranges",
-                    e.ExpectColumnValuesToBeInSet(column="label", value_set=args.labels)))
-        out.append(("ei_check_labels_contiguous",
-                    e.ExpectColumnValuesToBeBetween(column="gap_to_next_ms", min_value=0,
-                                                    max_value=args.max_label_gap_ms)))
+        out.append(
+            (
+                f"ei_check_{kind}_timestamps",
+                e.ExpectColumnValuesToBeIncreasing(column="start", strictly=True),
+            )
+        )
+        out.append(
+            (
+                f"ei_check_{kind}_timestamps",
+                e.ExpectColumnValuesToBeBetween(column="duration_ms", min_value=1),
+            )
+        )
+        out.append(
+            (
+                f"ei_check_{kind}_ranges",
+                e.ExpectColumnValuesToBeInSet(column="label", value_set=args.labels),
+            )
+        )
+        out.append(
+            (
+                "ei_check_labels_contiguous",
+                e.ExpectColumnValuesToBeBetween(
+                    column="gap_to_next_ms", min_value=0, max_value=args.max_label_gap_ms
+                ),
+            )
+        )
         return out
-    out.append((f"ei_check_{kind}_timestamps",
-                e.ExpectColumnValuesToBeIncreasing(column="timestamp", strictly=True)))
-    out.append((f"ei_check_{kind}_timestamps",
-                e.ExpectColumnValuesToBeBetween(column="timestamp", min_value=946684800000,
-                                                max_value=4102444800000)))  # 2000..2100 in ms
+    out.append(
+        (
+            f"ei_check_{kind}_timestamps",
+            e.ExpectColumnValuesToBeIncreasing(column="timestamp", strictly=True),
+        )
+    )
+    out.append(
+        (
+            f"ei_check_{kind}_timestamps",
+            e.ExpectColumnValuesToBeBetween(
+                column="timestamp", min_value=946684800000, max_value=4102444800000
+            ),
+        )
+    )  # 2000..2100 in ms
     if kind == "accelerometer":
         for axis in ("x", "y", "z"):
-            out.append((f"ei_check_{kind}_ranges",
-                        e.ExpectColumnValuesToBeBetween(column=axis, min_value=-16,
-                                                        max_value=16)))
+            out.append(
+                (
+                    f"ei_check_{kind}_ranges",
+                    e.ExpectColumnValuesToBeBetween(column=axis, min_value=-16, max_value=16),
+                )
+            )
     elif kind == "ppg":
-        out.append((f"ei_check_{kind}_ranges",
-                    e.ExpectColumnValuesToBeBetween(column="ppg", min_value=0,
-                                                    max_value=65535)))
-        out.append((f"ei_check_{kind}_ranges",
-                    e.ExpectColumnStdevToBeBetween(column="ppg", min_value=1e-6)))
+        out.append(
+            (
+                f"ei_check_{kind}_ranges",
+                e.ExpectColumnValuesToBeBetween(column="ppg", min_value=0, max_value=65535),
+            )
+        )
+        out.append(
+            (
+                f"ei_check_{kind}_ranges",
+                e.ExpectColumnStdevToBeBetween(column="ppg", min_value=1e-6),
+            )
+        )
     elif kind == "polar_h10":
-        out.append((f"ei_check_{kind}_ranges",
-                    e.ExpectColumnValuesToBeBetween(column="hr", min_value=args.min_hr,
-                                                    max_value=args.max_hr)))
+        out.append(
+            (
+                f"ei_check_{kind}_ranges",
+                e.ExpectColumnValuesToBeBetween(
+                    column="hr", min_value=args.min_hr, max_value=args.max_hr
+                ),
+            )
+        )
     return out
 
 
@@ -137,7 +182,8 @@ def run_checklist(in_dir: Path, args: argparse.Namespace) -> tuple[dict[str, boo
             suite.add_expectation(expectation)
         batch = source.add_dataframe_asset(name=kind).add_batch_definition_whole_dataframe("all")
         validation = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{kind}-validation", data=batch, suite=suite))
+            gx.ValidationDefinition(name=f"{kind}-validation", data=batch, suite=suite)
+        )
         result = validation.run(batch_parameters={"dataframe": frame})
         for r in result.results:
             cfg = r.expectation_config
@@ -145,8 +191,10 @@ def run_checklist(in_dir: Path, args: argparse.Namespace) -> tuple[dict[str, boo
             checks[key] = checks.get(key, True) and bool(r.success)
             if not r.success:
                 detail = r.result.get("unexpected_count") if r.result else None
-                failures.append(f"{path.name}: {key}: {cfg.type}({cfg.kwargs.get('column', '')})"
-                                + (f", {detail} unexpected value(s)" if detail else ""))
+                failures.append(
+                    f"{path.name}: {key}: {cfg.type}({cfg.kwargs.get('column', '')})"
+                    + (f", {detail} unexpected value(s)" if detail else "")
+                )
     return checks, failures
 
 
@@ -174,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     metadata["ei_check"] = "1" if all(checks.values()) else "0"
     with open(out_dir / "ei-metadata.json", "w", encoding="utf-8") as fh:
         json.dump({"version": 1, "action": "replace-checks", "metadata": metadata}, fh, indent=2)
-    print(f"{in_dir.name}: {sum(checks.values())}/{len(checks)} checks passed, "
-          f"ei_check={metadata['ei_check']} ({time.perf_counter() - started:.1f} s)")
+    print(
+        f"{in_dir.name}: {sum(checks.values())}/{len(checks)} checks passed, "
+        f"ei_check={metadata['ei_check']} ({time.perf_counter() - started:.1f} s)"
+    )
     return 0
 
 

@@ -39,22 +39,28 @@ import pyarrow.parquet as pq
 CONTRACT = "research-combined/1"
 FILES = ("accelerometer", "ppg", "polar_h10", "labels")
 COLUMN_TYPES = {
-    "accelerometer": {"timestamp": pa.int64(), "x": pa.float32(), "y": pa.float32(),
-                      "z": pa.float32()},
+    "accelerometer": {
+        "timestamp": pa.int64(),
+        "x": pa.float32(),
+        "y": pa.float32(),
+        "z": pa.float32(),
+    },
     "ppg": {"timestamp": pa.int64(), "ppg": pa.float64()},
     "polar_h10": {"timestamp": pa.int64(), "hr": pa.float64()},
     "labels": {"start": pa.int64(), "end": pa.int64(), "label": pa.string()},
 }
-SCHEMA = pa.schema([
-    pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
-    pa.field("accX", pa.float32(), nullable=False),
-    pa.field("accY", pa.float32(), nullable=False),
-    pa.field("accZ", pa.float32(), nullable=False),
-    pa.field("ppg", pa.float32(), nullable=False),
-    pa.field("hr_ppg", pa.float32(), nullable=True),
-    pa.field("hr_ref", pa.float32(), nullable=False),
-    pa.field("label", pa.string(), nullable=False),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("accX", pa.float32(), nullable=False),
+        pa.field("accY", pa.float32(), nullable=False),
+        pa.field("accZ", pa.float32(), nullable=False),
+        pa.field("ppg", pa.float32(), nullable=False),
+        pa.field("hr_ppg", pa.float32(), nullable=True),
+        pa.field("hr_ref", pa.float32(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+    ]
+)
 MIN_BPM, MAX_BPM = 35.0, 220.0
 MAX_BEAT_GAP_S = 5.0
 
@@ -151,8 +157,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def render_hr_png(grid_s: np.ndarray, hr_ref: np.ndarray, hr_ppg: np.ndarray,
-                  correlation: float, title: str) -> bytes:
+def render_hr_png(
+    grid_s: np.ndarray, hr_ref: np.ndarray, hr_ppg: np.ndarray, correlation: float, title: str
+) -> bytes:
     """hr.png: both heart rates over time, and their correlation in the title."""
     import matplotlib
 
@@ -180,16 +187,23 @@ def render_hr_png(grid_s: np.ndarray, hr_ref: np.ndarray, hr_ppg: np.ndarray,
     ax.yaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel("minutes")
     ax.set_ylabel("heart rate (bpm)")
-    ax.set_title(f"{title}  r = {correlation:.3f}" if math.isfinite(correlation)
-                 else f"{title}  r = n/a")
+    ax.set_title(
+        f"{title}  r = {correlation:.3f}" if math.isfinite(correlation) else f"{title}  r = n/a"
+    )
     ax.legend(loc="upper right", fontsize="small")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
-def combine_item(in_dir: Path, out_dir: Path, metadata: dict[str, str], *,
-                 min_correlation: float = 0.5, plot_on_failure: bool = True) -> CombineResult:
+def combine_item(
+    in_dir: Path,
+    out_dir: Path,
+    metadata: dict[str, str],
+    *,
+    min_correlation: float = 0.5,
+    plot_on_failure: bool = True,
+) -> CombineResult:
     """Combine one item; writes outputs to `out_dir` and returns the checklist."""
     res = CombineResult()
     data: dict[str, dict[str, np.ndarray]] = {}
@@ -200,8 +214,11 @@ def combine_item(in_dir: Path, out_dir: Path, metadata: dict[str, str], *,
     # work on the small ones (PPG, Polar) while the accelerometer is still being parsed
     pool = ThreadPoolExecutor(max_workers=len(FILES))
     try:
-        futures = {kind: pool.submit(read_csv, in_dir / f"{kind}.csv", kind)
-                   for kind in FILES if present[kind]}
+        futures = {
+            kind: pool.submit(read_csv, in_dir / f"{kind}.csv", kind)
+            for kind in FILES
+            if present[kind]
+        }
 
         def have(kind: str) -> bool:
             if kind not in data and kind in futures:
@@ -224,11 +241,13 @@ def combine_item(in_dir: Path, out_dir: Path, metadata: dict[str, str], *,
             hr_ppg_grid = interp_with_gaps(grid_ms, beat_t, beat_bpm, MAX_BEAT_GAP_S * 1000)
             res.correlation = pearson(hr_ppg_grid, hr_ref_grid)
             res.checks["ei_check_hr_correlation_min"] = (
-                math.isfinite(res.correlation) and res.correlation >= min_correlation)
+                math.isfinite(res.correlation) and res.correlation >= min_correlation
+            )
             if grid_ms.size >= 2:
                 title = metadata.get("study_id") or in_dir.name
-                png = render_hr_png(grid_ms / 1000.0, hr_ref_grid, hr_ppg_grid,
-                                    res.correlation, title)
+                png = render_hr_png(
+                    grid_ms / 1000.0, hr_ref_grid, hr_ppg_grid, res.correlation, title
+                )
 
         table = None
         if have("accelerometer") and have("labels") and grid_ms is not None:
@@ -238,11 +257,13 @@ def combine_item(in_dir: Path, out_dir: Path, metadata: dict[str, str], *,
 
     if res.passed and table is not None:
         item_meta = {k: v for k, v in metadata.items() if k != "dataItemInfo"}
-        table = table.replace_schema_metadata({
-            "edgeloop.contract": CONTRACT,
-            "edgeloop.item_metadata": json.dumps(item_meta, sort_keys=True),
-            "edgeloop.hr_correlation": f"{res.correlation:.4f}",
-        })
+        table = table.replace_schema_metadata(
+            {
+                "edgeloop.contract": CONTRACT,
+                "edgeloop.item_metadata": json.dumps(item_meta, sort_keys=True),
+                "edgeloop.hr_correlation": f"{res.correlation:.4f}",
+            }
+        )
         write_parquet(table, out_dir / "combined.parquet")
         res.outputs.append("combined.parquet")
     if png is not None and (res.passed or plot_on_failure):
@@ -251,8 +272,12 @@ def combine_item(in_dir: Path, out_dir: Path, metadata: dict[str, str], *,
     return res
 
 
-def align(data: dict[str, dict[str, np.ndarray]], grid_ms: np.ndarray,
-          hr_ppg_grid: np.ndarray, res: CombineResult) -> pa.Table | None:
+def align(
+    data: dict[str, dict[str, np.ndarray]],
+    grid_ms: np.ndarray,
+    hr_ppg_grid: np.ndarray,
+    res: CombineResult,
+) -> pa.Table | None:
     """One row per accelerometer sample in the span every stream covers, labelled.
 
     Sets the ei_check_labels_cover_recording check; returns None when it fails.
@@ -276,16 +301,19 @@ def align(data: dict[str, dict[str, np.ndarray]], grid_ms: np.ndarray,
     # hr_ppg: from the 1 Hz grid (NaN where no beat was near) -> null in the table
     hr_ppg = np.interp(t, grid_ms, hr_ppg_grid).astype(np.float32)
     names = pa.array(list(labels["label"][order]), type=pa.string())
-    return pa.table([
-        pa.array(t, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-        acc["x"].slice(first, stop - first),
-        acc["y"].slice(first, stop - first),
-        acc["z"].slice(first, stop - first),
-        pa.array(np.interp(t, ppg["timestamp"], ppg["ppg"]).astype(np.float32)),
-        pa.array(hr_ppg, mask=np.isnan(hr_ppg)),
-        pa.array(np.interp(t, polar["timestamp"], polar["hr"]).astype(np.float32)),
-        names.take(pa.array(idx, type=pa.int32())),
-    ], schema=SCHEMA)
+    return pa.table(
+        [
+            pa.array(t, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            acc["x"].slice(first, stop - first),
+            acc["y"].slice(first, stop - first),
+            acc["z"].slice(first, stop - first),
+            pa.array(np.interp(t, ppg["timestamp"], ppg["ppg"]).astype(np.float32)),
+            pa.array(hr_ppg, mask=np.isnan(hr_ppg)),
+            pa.array(np.interp(t, polar["timestamp"], polar["hr"]).astype(np.float32)),
+            names.take(pa.array(idx, type=pa.int32())),
+        ],
+        schema=SCHEMA,
+    )
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
@@ -293,16 +321,16 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     # dictionary pages only where values repeat (quantised sensor axes, labels): the
     # interpolated columns are all distinct and would only pay for a failed dictionary
-    pq.write_table(table, tmp, compression="snappy",
-                   use_dictionary=["accX", "accY", "accZ", "label"])
+    pq.write_table(
+        table, tmp, compression="snappy", use_dictionary=["accX", "accY", "accZ", "label"]
+    )
     tmp.replace(path)
 
 
 def item_checklist(res: CombineResult, incoming: dict[str, str]) -> dict[str, str]:
     """The metadata this block adds: its checks, ei_check over all checks, the correlation."""
     meta = {k: "1" if ok else "0" for k, ok in res.checks.items()}
-    others = {k: v for k, v in incoming.items()
-              if k.startswith("ei_check_") and k not in meta}
+    others = {k: v for k, v in incoming.items() if k.startswith("ei_check_") and k not in meta}
     meta["ei_check"] = "1" if res.passed and all(v == "1" for v in others.values()) else "0"
     if math.isfinite(res.correlation):
         meta["hr_correlation"] = f"{res.correlation:.4f}"
@@ -322,8 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     incoming = {k: str(v) for k, v in metadata.items() if k != "dataItemInfo"}
     in_dir, out_dir = Path(args.in_directory), Path(args.out_directory)
     out_dir.mkdir(parents=True, exist_ok=True)
-    res = combine_item(in_dir, out_dir, incoming, min_correlation=args.min_correlation,
-                       plot_on_failure=args.plot_on_failure.lower() in ("1", "true", "yes"))
+    res = combine_item(
+        in_dir,
+        out_dir,
+        incoming,
+        min_correlation=args.min_correlation,
+        plot_on_failure=args.plot_on_failure.lower() in ("1", "true", "yes"),
+    )
     for key, ok in res.checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {key}")
     for note in res.notes:
@@ -333,8 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = item_checklist(res, incoming)
     with open(out_dir / "ei-metadata.json", "w", encoding="utf-8") as fh:
         json.dump({"version": 1, "action": "add", "metadata": meta}, fh, indent=2)
-    print(f"{in_dir.name}: {res.rows} rows, outputs {res.outputs or 'none'}, "
-          f"ei_check={meta['ei_check']} ({time.perf_counter() - started:.2f} s)")
+    print(
+        f"{in_dir.name}: {res.rows} rows, outputs {res.outputs or 'none'}, "
+        f"ei_check={meta['ei_check']} ({time.perf_counter() - started:.2f} s)"
+    )
     return 0
 
 

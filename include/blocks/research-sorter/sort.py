@@ -77,8 +77,10 @@ def sort_study(lake: Path, portal: Path, sheet: Path, out: Path) -> dict[str, li
         metadata = {k: v for k, v in row.items()}
         with open(item / "ei-metadata.json", "w", encoding="utf-8") as fh:
             json.dump({"version": 1, "action": "add", "metadata": metadata}, fh, indent=2)
-        print(f"{study_id}: internal ID {internal_id}, {copied} file(s) copied"
-              + (f", missing: {', '.join(missing)}" if missing else ""))
+        print(
+            f"{study_id}: internal ID {internal_id}, {copied} file(s) copied"
+            + (f", missing: {', '.join(missing)}" if missing else "")
+        )
         report[study_id] = missing
     known = {r["internal_id"] for r in rows}
     for folder in sorted(p.name for p in lake.iterdir() if p.is_dir()):
@@ -100,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master-sheet", required=True)
     args, _ = parser.parse_known_args(argv)
     lake, portal, sheet = Path(args.lake_dir), Path(args.portal_dir), Path(args.master_sheet)
-    for what, path, ok in (("data lake", lake, lake.is_dir()), ("portal", portal, portal.is_dir()),
-                           ("master sheet", sheet, sheet.is_file())):
+    for what, path, ok in (
+        ("data lake", lake, lake.is_dir()),
+        ("portal", portal, portal.is_dir()),
+        ("master sheet", sheet, sheet.is_file()),
+    ):
         if not ok:
             print(f"error: {what} not found: {path}", file=sys.stderr)
             return 1

@@ -24,18 +24,36 @@ def register(subparsers: Any) -> None:
     src.add_argument("--in-file", metavar="F")
     src.add_argument("--in-directory", metavar="D")
     run.add_argument("--out-directory", metavar="O", required=True)
-    run.add_argument("--metadata", metavar="JSON", default="{}",
-                     help="the item's metadata as a JSON object (string values), or @FILE")
-    run.add_argument("--param", metavar="NAME=VALUE", action="append", default=[],
-                     help="a parameter value (repeatable)")
-    run.add_argument("--extra-args", metavar="ARGS", default="",
-                     help="extra command line arguments for the block, as one string")
+    run.add_argument(
+        "--metadata",
+        metavar="JSON",
+        default="{}",
+        help="the item's metadata as a JSON object (string values), or @FILE",
+    )
+    run.add_argument(
+        "--param",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a parameter value (repeatable)",
+    )
+    run.add_argument(
+        "--extra-args",
+        metavar="ARGS",
+        default="",
+        help="extra command line arguments for the block, as one string",
+    )
     run.add_argument("--runtime", choices=("local", "docker"), default="local")
-    run.add_argument("--time-limit", type=float, metavar="SECONDS",
-                     help="stop the block after this long (default: info.timeLimitSeconds or 3600)")
+    run.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop the block after this long (default: info.timeLimitSeconds or 3600)",
+    )
     run.add_argument("--hmac-key", default="")
-    run.add_argument("--last-successful-run", metavar="ISO8601",
-                     help="EI_LAST_SUCCESSFUL_RUN for the block")
+    run.add_argument(
+        "--last-successful-run", metavar="ISO8601", help="EI_LAST_SUCCESSFUL_RUN for the block"
+    )
     run.set_defaults(handler=run_command)
 
 
@@ -54,8 +72,11 @@ def _parse_metadata(text: str) -> dict[str, str]:
         raise ConfigError(f"not valid JSON: {exc.msg}", path=source, value=text) from exc
     if not isinstance(value, dict):
         raise ConfigError("not a JSON object", path=source, expected="{...}", value=value)
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()
-            if k != "dataItemInfo"}
+    return {
+        k: v if isinstance(v, str) else json.dumps(v)
+        for k, v in value.items()
+        if k != "dataItemInfo"
+    }
 
 
 def _parse_params(pairs: list[str]) -> dict[str, str]:
@@ -63,8 +84,9 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise ConfigError("malformed --param", path="--param", expected="NAME=VALUE",
-                              value=pair)
+            raise ConfigError(
+                "malformed --param", path="--param", expected="NAME=VALUE", value=pair
+            )
         out[name] = value
     return out
 
@@ -75,8 +97,9 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         extra = shlex.split(args.extra_args)
     except ValueError as exc:
-        raise ConfigError(f"cannot split: {exc}", path="--extra-args",
-                          value=args.extra_args) from exc
+        raise ConfigError(
+            f"cannot split: {exc}", path="--extra-args", value=args.extra_args
+        ) from exc
     result = run_block(
         args.block_dir,
         in_file=args.in_file,

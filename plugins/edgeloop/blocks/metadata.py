@@ -77,13 +77,21 @@ def apply_metadata_update(current: Mapping[str, str], update: MetadataUpdate) ->
     if update.action == "replace-checks":
         ignored = sorted(k for k in update.metadata if not is_check_key(k))
         if ignored:
-            log.warning("%s: replace-checks ignores keys that are not checks: %s",
-                        update.source or FILE_NAME, ", ".join(ignored))
+            log.warning(
+                "%s: replace-checks ignores keys that are not checks: %s",
+                update.source or FILE_NAME,
+                ", ".join(ignored),
+            )
         kept = {k: v for k, v in current.items() if not is_check_key(k)}
         checks = {k: v for k, v in update.metadata.items() if is_check_key(k)}
         return {**kept, **checks}
-    raise ConfigError("unknown action", file=update.source, path="$.action",
-                      expected=f"one of {list(ACTIONS)}", value=update.action)
+    raise ConfigError(
+        "unknown action",
+        file=update.source,
+        path="$.action",
+        expected=f"one of {list(ACTIONS)}",
+        value=update.action,
+    )
 
 
 def write_metadata_update(out_dir: str | Path, action: str, metadata: Mapping[str, str]) -> Path:

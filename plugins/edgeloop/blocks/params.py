@@ -115,12 +115,16 @@ def load_block_spec(block_dir: str | Path) -> BlockSpec:
         param = raw["param"]
         if param in seen:
             raise ConfigError(
-                "duplicate parameter", file=str(path), path=f"$.parameters[{i}].param", value=param,
+                "duplicate parameter",
+                file=str(path),
+                path=f"$.parameters[{i}].param",
+                value=param,
                 expected="a unique name",
             )
         seen.add(param)
-        valid = tuple(_option_text(v["value"] if isinstance(v, dict) else v)
-                      for v in raw.get("valid", ()))
+        valid = tuple(
+            _option_text(v["value"] if isinstance(v, dict) else v) for v in raw.get("valid", ())
+        )
         params.append(
             BlockParameter(
                 name=raw["name"],
@@ -136,7 +140,9 @@ def load_block_spec(block_dir: str | Path) -> BlockSpec:
         cli_arguments = tuple(shlex.split(info.get("cliArguments", "")))
     except ValueError as exc:
         raise ConfigError(
-            f"cannot split into arguments: {exc}", file=str(path), path="$.info.cliArguments",
+            f"cannot split into arguments: {exc}",
+            file=str(path),
+            path="$.info.cliArguments",
         ) from exc
     return BlockSpec(
         directory=directory,
@@ -173,27 +179,39 @@ def _check_value(p: BlockParameter, value: Scalar, file: str) -> str:
     where = f"parameter {p.param!r}"
     if p.type == "int":
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ConfigError("not an integer", file=file, path=where, expected="an integer",
-                              value=value)
+            raise ConfigError(
+                "not an integer", file=file, path=where, expected="an integer", value=value
+            )
         try:
             return str(int(str(value).strip(), 10))
         except ValueError:
-            raise ConfigError("not an integer", file=file, path=where, expected="an integer",
-                              value=value) from None
+            raise ConfigError(
+                "not an integer", file=file, path=where, expected="an integer", value=value
+            ) from None
     if p.type == "float":
         try:
             number = float(value) if not isinstance(value, bool) else math.nan
         except ValueError:
             number = math.nan
         if not math.isfinite(number):
-            raise ConfigError("not a finite number", file=file, path=where,
-                              expected="a number such as 0.5", value=value)
+            raise ConfigError(
+                "not a finite number",
+                file=file,
+                path=where,
+                expected="a number such as 0.5",
+                value=value,
+            )
         return str(value).strip()
     if p.type == "select":
         text = _option_text(value)
         if text not in p.valid:
-            raise ConfigError("not one of the valid options", file=file, path=where,
-                              expected=f"one of {list(p.valid)}", value=value)
+            raise ConfigError(
+                "not one of the valid options",
+                file=file,
+                path=where,
+                expected=f"one of {list(p.valid)}",
+                value=value,
+            )
         return text
     if p.type in ("boolean", "flag"):
         return "1" if parse_bool(value, what=where) else "0"
@@ -220,8 +238,13 @@ def resolve_values(
         p = spec.parameter(key)
         if p is None:
             known = [q.param for q in spec.parameters]
-            raise ConfigError("unknown parameter", file=file, path=f"parameter {key!r}",
-                              expected=f"one of {known}", value=value)
+            raise ConfigError(
+                "unknown parameter",
+                file=file,
+                path=f"parameter {key!r}",
+                expected=f"one of {known}",
+                value=value,
+            )
         by_param[p.param] = value
     resolved: dict[str, str] = {}
     for p in spec.parameters:
@@ -233,9 +256,13 @@ def resolve_values(
         if value is None or (isinstance(value, str) and not value.strip()):
             if p.optional:
                 continue
-            raise ConfigError("required parameter has no value", file=file,
-                              path=f"parameter {p.param!r}",
-                              expected=f"--param {p.param}=<{p.type}>", value=value)
+            raise ConfigError(
+                "required parameter has no value",
+                file=file,
+                path=f"parameter {p.param!r}",
+                expected=f"--param {p.param}=<{p.type}>",
+                value=value,
+            )
         resolved[p.param] = _check_value(p, value, file)
     return resolved
 
@@ -253,9 +280,13 @@ def build_invocation(
 ) -> Invocation:
     """The argv (after the entrypoint) and extra environment for one run."""
     if operates_on not in OPERATES_ON:
-        raise ConfigError("unknown operatesOn", file=str(spec.parameters_file),
-                          path="$.info.operatesOn", expected=f"one of {list(OPERATES_ON)}",
-                          value=operates_on)
+        raise ConfigError(
+            "unknown operatesOn",
+            file=str(spec.parameters_file),
+            path="$.info.operatesOn",
+            expected=f"one of {list(OPERATES_ON)}",
+            value=operates_on,
+        )
     argv: list[str] = []
     if operates_on == "file":
         argv += ["--in-file", str(in_path)]
@@ -281,8 +312,12 @@ def build_invocation(
     argv += spec.cli_arguments
     if extra_args:
         if not spec.allow_extra_cli_arguments:
-            raise ConfigError("this block does not allow extra CLI arguments",
-                              file=str(spec.parameters_file), path="$.info.allowExtraCliArguments",
-                              expected="true to pass extra arguments", value=list(extra_args))
+            raise ConfigError(
+                "this block does not allow extra CLI arguments",
+                file=str(spec.parameters_file),
+                path="$.info.allowExtraCliArguments",
+                expected="true to pass extra arguments",
+                value=list(extra_args),
+            )
         argv += list(extra_args)
     return Invocation(tuple(argv), env, shown)

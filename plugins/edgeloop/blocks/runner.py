@@ -140,8 +140,11 @@ def _exec_form(dockerfile: Path, instruction: str, text: str) -> list[str]:
         value = None
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(
-            f"{instruction} must be in exec form", file=str(dockerfile), path=instruction,
-            expected='a JSON list such as ["python3", "-u", "transform.py"]', value=text,
+            f"{instruction} must be in exec form",
+            file=str(dockerfile),
+            path=instruction,
+            expected='a JSON list such as ["python3", "-u", "transform.py"]',
+            value=text,
         )
     return value
 
@@ -158,13 +161,18 @@ def block_command(block_dir: Path) -> list[str]:
             elif instruction == "CMD":
                 cmd = _exec_form(dockerfile, instruction, args)
         if not entrypoint:
-            raise ConfigError("no ENTRYPOINT", file=str(dockerfile),
-                              expected='ENTRYPOINT ["python3", "-u", "transform.py"]', value=None)
+            raise ConfigError(
+                "no ENTRYPOINT",
+                file=str(dockerfile),
+                expected='ENTRYPOINT ["python3", "-u", "transform.py"]',
+                value=None,
+            )
         return entrypoint + cmd
     if (block_dir / "transform.py").exists():
         return ["python3", "-u", "transform.py"]
-    raise BlockError(f"{block_dir}: neither a Dockerfile nor a transform.py: cannot tell how the "
-                     "block starts")
+    raise BlockError(
+        f"{block_dir}: neither a Dockerfile nor a transform.py: cannot tell how the block starts"
+    )
 
 
 # --------------------------------------------------------------------------- venvs
@@ -220,18 +228,45 @@ def ensure_venv(requirements: Path, root: Path | None = None) -> tuple[Path, boo
         python = venv / "bin" / "python"
         what = f"building the virtualenv for {requirements}"
         if uv:
-            _run_quiet([uv, "venv", "--quiet", "--system-site-packages", "--python",
-                        sys.executable, str(venv)], what)
-            _run_quiet([uv, "pip", "install", "--quiet", "--python", str(python), "-r",
-                        str(requirements)], what)
+            _run_quiet(
+                [
+                    uv,
+                    "venv",
+                    "--quiet",
+                    "--system-site-packages",
+                    "--python",
+                    sys.executable,
+                    str(venv),
+                ],
+                what,
+            )
+            _run_quiet(
+                [uv, "pip", "install", "--quiet", "--python", str(python), "-r", str(requirements)],
+                what,
+            )
         else:
             _run_quiet([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], what)
-            _run_quiet([str(python), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", "-r", str(requirements)], what)
+            _run_quiet(
+                [
+                    str(python),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                    str(requirements),
+                ],
+                what,
+            )
         (venv / "requirements.txt").write_bytes(content)
         marker.write_text(f"{requirements}\n", encoding="utf-8")
-        log.info("built block virtualenv %s for %s in %.1f s", venv, requirements,
-                 time.monotonic() - started)
+        log.info(
+            "built block virtualenv %s for %s in %.1f s",
+            venv,
+            requirements,
+            time.monotonic() - started,
+        )
     return venv, True
 
 
@@ -251,8 +286,13 @@ def _stream(
     """Run `cmd`, logging each output line; returns (exit code, last lines, timed out)."""
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     proc = subprocess.Popen(
-        list(cmd), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        list(cmd),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
     def pump() -> None:
@@ -336,8 +376,13 @@ def docker_unavailable_reason() -> str | None:
     if exe is None:
         return "the docker client is not installed"
     try:
-        proc = subprocess.run([exe, "info", "--format", "{{.ServerVersion}}"],
-                              capture_output=True, text=True, timeout=30, check=False)
+        proc = subprocess.run(
+            [exe, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "`docker info` did not answer within 30 s"
     if proc.returncode != 0:
@@ -364,8 +409,7 @@ def _docker_command(
     container: str,
 ) -> list[str]:
     """`docker run` with the input (read-only) and output mounted; paths rewritten."""
-    cmd = ["docker", "run", "--rm", "--name", container,
-           "--user", f"{os.getuid()}:{os.getgid()}"]
+    cmd = ["docker", "run", "--rm", "--name", container, "--user", f"{os.getuid()}:{os.getgid()}"]
     mapping: dict[str, str] = {str(out_dir): "/data/out"}
     cmd += ["-v", f"{out_dir}:/data/out"]
     if in_path is not None:
@@ -410,8 +454,9 @@ def run_block(
     exit, BlockTimeout past the time limit, DockerUnavailable without an engine.
     """
     if runtime not in RUNTIMES:
-        raise ConfigError("unknown runtime", path="runtime", expected=f"one of {list(RUNTIMES)}",
-                          value=runtime)
+        raise ConfigError(
+            "unknown runtime", path="runtime", expected=f"one of {list(RUNTIMES)}", value=runtime
+        )
     spec = load_block_spec(block_dir)
     block_path = spec.directory.resolve()
     label = spec.directory.name
@@ -421,18 +466,29 @@ def run_block(
     given = "file" if in_file is not None else "directory" if in_directory is not None else None
     operates_on = spec.operates_on or given or "standalone"
     if operates_on == "file" and (given != "file" or not in_path or not in_path.is_file()):
-        raise ConfigError("this block operates on a file: give an existing --in-file",
-                          file=str(spec.parameters_file), path="$.info.operatesOn",
-                          expected="--in-file FILE", value=str(in_path) if in_path else None)
-    if operates_on == "directory" and (given != "directory" or not in_path
-                                       or not in_path.is_dir()):
-        raise ConfigError("this block operates on a directory: give an existing --in-directory",
-                          file=str(spec.parameters_file), path="$.info.operatesOn",
-                          expected="--in-directory DIR", value=str(in_path) if in_path else None)
+        raise ConfigError(
+            "this block operates on a file: give an existing --in-file",
+            file=str(spec.parameters_file),
+            path="$.info.operatesOn",
+            expected="--in-file FILE",
+            value=str(in_path) if in_path else None,
+        )
+    if operates_on == "directory" and (given != "directory" or not in_path or not in_path.is_dir()):
+        raise ConfigError(
+            "this block operates on a directory: give an existing --in-directory",
+            file=str(spec.parameters_file),
+            path="$.info.operatesOn",
+            expected="--in-directory DIR",
+            value=str(in_path) if in_path else None,
+        )
     if operates_on == "standalone" and given is not None:
-        raise ConfigError("this block is standalone: it takes no input",
-                          file=str(spec.parameters_file), path="$.info.operatesOn",
-                          expected="no --in-file/--in-directory", value=str(in_path))
+        raise ConfigError(
+            "this block is standalone: it takes no input",
+            file=str(spec.parameters_file),
+            path="$.info.operatesOn",
+            expected="no --in-file/--in-directory",
+            value=str(in_path),
+        )
 
     item_metadata = {k: str(v) for k, v in (metadata or {}).items() if k != "dataItemInfo"}
     metadata_json = json.dumps(
@@ -442,18 +498,28 @@ def run_block(
     out_dir = Path(out_directory).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     invocation = build_invocation(
-        spec, operates_on=operates_on, in_path=str(in_path) if in_path else None,
-        out_directory=str(out_dir), hmac_key=hmac_key, metadata_json=metadata_json,
-        values=values, extra_args=extra_args,
+        spec,
+        operates_on=operates_on,
+        in_path=str(in_path) if in_path else None,
+        out_directory=str(out_dir),
+        hmac_key=hmac_key,
+        metadata_json=metadata_json,
+        values=values,
+        extra_args=extra_args,
     )
     block_env = block_environment(last_successful_run=last_successful_run, extra=env)
     block_env.update(invocation.env)
-    missing = [v for v in spec.required_env_variables if not (block_env.get(v)
-                                                              or os.environ.get(v))]
+    missing = [
+        v for v in spec.required_env_variables if not (block_env.get(v) or os.environ.get(v))
+    ]
     if missing:
-        raise ConfigError("required environment variables are not set",
-                          file=str(spec.parameters_file), path="$.info.requiredEnvVariables",
-                          expected="set in the environment", value=missing)
+        raise ConfigError(
+            "required environment variables are not set",
+            file=str(spec.parameters_file),
+            path="$.info.requiredEnvVariables",
+            expected="set in the environment",
+            value=missing,
+        )
     limit = float(time_limit or spec.time_limit or DEFAULT_TIME_LIMIT)
     entry = block_command(block_path)
 
@@ -465,17 +531,33 @@ def run_block(
         if reason is not None:
             raise DockerUnavailable(
                 f"runtime 'docker' for block {label!r}: no Docker engine is reachable "
-                f"({reason}); start a Docker engine or use --runtime local")
+                f"({reason}); start a Docker engine or use --runtime local"
+            )
         tag = _image_tag(spec)
-        rc, tail, _ = _stream(["docker", "build", "-t", tag, str(block_path)], cwd=None,
-                              env=os.environ, time_limit=limit, label=f"{label} build",
-                              on_line=on_line)
+        rc, tail, _ = _stream(
+            ["docker", "build", "-t", tag, str(block_path)],
+            cwd=None,
+            env=os.environ,
+            time_limit=limit,
+            label=f"{label} build",
+            on_line=on_line,
+        )
         if rc != 0:
-            raise BlockFailed(f"docker build of block {label!r} failed with exit code {rc}; "
-                              "last lines:\n" + "\n".join(tail), exit_code=rc, tail=tail)
+            raise BlockFailed(
+                f"docker build of block {label!r} failed with exit code {rc}; "
+                "last lines:\n" + "\n".join(tail),
+                exit_code=rc,
+                tail=tail,
+            )
         container = f"edgeloop-{uuid.uuid4().hex[:12]}"
-        command = _docker_command(spec, invocation.argv, in_path=in_path, out_dir=out_dir,
-                                  env=block_env, container=container)
+        command = _docker_command(
+            spec,
+            invocation.argv,
+            in_path=in_path,
+            out_dir=out_dir,
+            env=block_env,
+            container=container,
+        )
         proc_env = {**os.environ, **block_env}
         cwd: Path | None = None
 
@@ -495,8 +577,9 @@ def run_block(
         # Bytecode goes to a cache beside the venvs, never into a source tree: without it
         # (PYTHONDONTWRITEBYTECODE) every block start recompiles pandas/scipy/GE (~10 s).
         proc_env.pop("PYTHONDONTWRITEBYTECODE", None)
-        proc_env.setdefault("PYTHONPYCACHEPREFIX",
-                            str((Path(venvs) if venvs else venv_root()) / "pycache"))
+        proc_env.setdefault(
+            "PYTHONPYCACHEPREFIX", str((Path(venvs) if venvs else venv_root()) / "pycache")
+        )
         proc_env.setdefault("MPLBACKEND", "Agg")
         if venv is not None:
             proc_env["VIRTUAL_ENV"] = str(venv)
@@ -511,18 +594,38 @@ def run_block(
         cwd = block_path
 
     shown = list(command)  # secrets travel in the environment, never on the command line
-    log.info("running block %s (%s runtime, operatesOn %s, time limit %g s): %s", label, runtime,
-             operates_on, limit, shlex.join(shown))
-    rc, tail, timed_out = _stream(command, cwd=cwd, env=proc_env, time_limit=limit, label=label,
-                                  on_line=on_line, on_timeout=on_timeout)
+    log.info(
+        "running block %s (%s runtime, operatesOn %s, time limit %g s): %s",
+        label,
+        runtime,
+        operates_on,
+        limit,
+        shlex.join(shown),
+    )
+    rc, tail, timed_out = _stream(
+        command,
+        cwd=cwd,
+        env=proc_env,
+        time_limit=limit,
+        label=label,
+        on_line=on_line,
+        on_timeout=on_timeout,
+    )
     seconds = time.monotonic() - started
     last = "\n".join(tail) if tail else "(no output)"
     if timed_out:
-        raise BlockTimeout(f"block {label!r} ran past its time limit of {limit:g} s and was "
-                           f"stopped; last lines of output:\n{last}", time_limit=limit, tail=tail)
+        raise BlockTimeout(
+            f"block {label!r} ran past its time limit of {limit:g} s and was "
+            f"stopped; last lines of output:\n{last}",
+            time_limit=limit,
+            tail=tail,
+        )
     if rc != 0:
-        raise BlockFailed(f"block {label!r} failed with exit code {rc}; last lines of output:\n"
-                          f"{last}", exit_code=rc, tail=tail)
+        raise BlockFailed(
+            f"block {label!r} failed with exit code {rc}; last lines of output:\n{last}",
+            exit_code=rc,
+            tail=tail,
+        )
 
     update = read_metadata_update(out_dir)
     final = apply_metadata_update(item_metadata, update) if update else dict(item_metadata)
@@ -531,12 +634,30 @@ def run_block(
         sub_update = read_metadata_update(sub)
         if sub_update is not None:
             per_item[sub.name] = apply_metadata_update({}, sub_update)
-    outputs = tuple(sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")
-                           if p.is_file() and p.name != METADATA_FILE))
-    log.info("block %s finished in %.1f s: %d output files, metadata action %s", label, seconds,
-             len(outputs), update.action if update else "none")
+    outputs = tuple(
+        sorted(
+            str(p.relative_to(out_dir))
+            for p in out_dir.rglob("*")
+            if p.is_file() and p.name != METADATA_FILE
+        )
+    )
+    log.info(
+        "block %s finished in %.1f s: %d output files, metadata action %s",
+        label,
+        seconds,
+        len(outputs),
+        update.action if update else "none",
+    )
     return BlockResult(
-        block=label, runtime=runtime, exit_code=rc, seconds=seconds, command=tuple(shown),
-        metadata=final, update=update, item_metadata=per_item, outputs=outputs,
-        output_tail=tuple(tail), venv=venv,
+        block=label,
+        runtime=runtime,
+        exit_code=rc,
+        seconds=seconds,
+        command=tuple(shown),
+        metadata=final,
+        update=update,
+        item_metadata=per_item,
+        outputs=outputs,
+        output_tail=tuple(tail),
+        venv=venv,
     )

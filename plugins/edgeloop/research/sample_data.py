@@ -44,8 +44,18 @@ _PROFILE = {
     "running": (78.0, 2.7, 0.7, 0.06),
     "biking": (52.0, 1.3, 0.12, 0.04),
 }
-_SCHEDULE = ("sitting", "walking", "running", "sitting", "biking", "walking", "sitting",
-             "running", "biking", "sitting")
+_SCHEDULE = (
+    "sitting",
+    "walking",
+    "running",
+    "sitting",
+    "biking",
+    "walking",
+    "sitting",
+    "running",
+    "biking",
+    "sitting",
+)
 BROKEN_KINDS = {2: "missing_ppg", 3: "unrelated_ppg", 4: "labels_gap"}
 STUDY_START = dt.datetime(2022, 8, 1, 9, 0, tzinfo=dt.UTC)
 _ID_CHARS = np.array(list("ABCDEFGHJKLMNPQRSTUVWXYZ23456789"))
@@ -89,8 +99,7 @@ def _write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
     table = pa.table(columns)
     with open(path, "wb") as fh:  # a plain header line; pyarrow would quote the names
         fh.write((",".join(table.column_names) + "\n").encode())
-        pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False,
-                                                      quoting_style="none"))
+        pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False, quoting_style="none"))
 
 
 def _schedule(rng: np.random.Generator, duration_s: float) -> list[tuple[float, float, str]]:
@@ -112,8 +121,12 @@ def _schedule(rng: np.random.Generator, duration_s: float) -> list[tuple[float, 
     return segments
 
 
-def _heart_rate(rng: np.random.Generator, segments: list[tuple[float, float, str]],
-                t: np.ndarray, resting: float) -> np.ndarray:
+def _heart_rate(
+    rng: np.random.Generator,
+    segments: list[tuple[float, float, str]],
+    t: np.ndarray,
+    resting: float,
+) -> np.ndarray:
     """HR (bpm) at 1 Hz times `t` (s): lagged response to the activity plus slow noise."""
     ends = np.array([s[1] for s in segments])
     idx = np.minimum(np.searchsorted(ends, t, side="right"), len(segments) - 1)
@@ -129,8 +142,14 @@ def _heart_rate(rng: np.random.Generator, segments: list[tuple[float, float, str
     return hr + noise
 
 
-def _ppg(rng: np.random.Generator, t_s: np.ndarray, hr_t: np.ndarray, hr: np.ndarray,
-         motion: np.ndarray, fs: float) -> np.ndarray:
+def _ppg(
+    rng: np.random.Generator,
+    t_s: np.ndarray,
+    hr_t: np.ndarray,
+    hr: np.ndarray,
+    motion: np.ndarray,
+    fs: float,
+) -> np.ndarray:
     """PPG samples at times `t_s` whose pulse follows `hr` (given at `hr_t`)."""
     hr_at = np.interp(t_s, hr_t, hr)
     phase = 2 * np.pi * np.cumsum(hr_at / 60.0) / fs + rng.uniform(0, 2 * np.pi)
@@ -153,14 +172,21 @@ def _subject(index: int, rng: np.random.Generator, used: set[str]) -> Subject:
     bmi = float(np.clip(rng.normal(24.0, 3.0), 18.0, 35.0))
     weight = round(bmi * (height / 100) ** 2, 1)
     return Subject(
-        study_id=f"AMS_{index:03d}", internal_id=internal, age=age, sex=sex, height_cm=height,
-        weight_kg=weight, bmi=round(weight / (height / 100) ** 2, 1),
-        dominant_hand=str(rng.choice(["right", "right", "right", "left"])), broken="",
+        study_id=f"AMS_{index:03d}",
+        internal_id=internal,
+        age=age,
+        sex=sex,
+        height_cm=height,
+        weight_kg=weight,
+        bmi=round(weight / (height / 100) ** 2, 1),
+        dominant_hand=str(rng.choice(["right", "right", "right", "left"])),
+        broken="",
     )
 
 
-def _other_session_hr(seed: int, index: int, duration_s: float, hr_t: np.ndarray,
-                      hr: np.ndarray, resting: float) -> np.ndarray:
+def _other_session_hr(
+    seed: int, index: int, duration_s: float, hr_t: np.ndarray, hr: np.ndarray, resting: float
+) -> np.ndarray:
     """HR of an unrelated session (another schedule), |correlation| with `hr` below 0.3."""
     for attempt in range(100):
         rng = np.random.default_rng([seed, index, 7919, attempt])
@@ -208,10 +234,13 @@ def generate_health_study(
 
         # reference heart rate: Polar H10, one value per second
         pt = np.arange(polar_from, polar_to, 1.0)
-        _write_csv(portal / f"{person.study_id}_polar_h10.csv", {
-            "timestamp": start_ms + np.round(pt * 1000).astype(np.int64),
-            "hr": np.round(np.interp(pt, hr_t, hr)).astype(np.int64),
-        })
+        _write_csv(
+            portal / f"{person.study_id}_polar_h10.csv",
+            {
+                "timestamp": start_ms + np.round(pt * 1000).astype(np.int64),
+                "hr": np.round(np.interp(pt, hr_t, hr)).astype(np.int64),
+            },
+        )
 
         # labels: contiguous segments covering the session
         starts = np.array([s[0] for s in segments])
@@ -219,11 +248,14 @@ def generate_health_study(
         if kind == "labels_gap" and len(segments) > 2:
             k = len(segments) // 2
             ends[k] -= min(60.0, (ends[k] - starts[k]) / 2)
-        _write_csv(portal / f"{person.study_id}_labels.csv", {
-            "start": start_ms + np.round(starts * 1000).astype(np.int64),
-            "end": start_ms + np.round(ends * 1000).astype(np.int64),
-            "label": np.array([s[2] for s in segments]),
-        })
+        _write_csv(
+            portal / f"{person.study_id}_labels.csv",
+            {
+                "start": start_ms + np.round(starts * 1000).astype(np.int64),
+                "end": start_ms + np.round(ends * 1000).astype(np.int64),
+                "label": np.array([s[2] for s in segments]),
+            },
+        )
 
         # accelerometer: gravity + activity oscillation + noise, in g
         n_acc = int((wear_to - wear_from) * accel_hz)
@@ -239,36 +271,66 @@ def generate_health_study(
             acc[axis] = np.round(g + w * osc + rng.normal(0, 1, n_acc) * noise, 4)
         lake_dir = lake / person.internal_id
         lake_dir.mkdir(exist_ok=True)
-        _write_csv(lake_dir / "accelerometer.csv", {
-            "timestamp": start_ms + np.round(at * 1000).astype(np.int64), **acc,
-        })
+        _write_csv(
+            lake_dir / "accelerometer.csv",
+            {
+                "timestamp": start_ms + np.round(at * 1000).astype(np.int64),
+                **acc,
+            },
+        )
 
         # PPG from the wearable (or from someone else's session, or missing)
         if kind != "missing_ppg":
             n_ppg = int((wear_to - wear_from) * ppg_hz)
             ppg_t = wear_from + np.arange(n_ppg) / ppg_hz
-            source_hr = (_other_session_hr(seed, index, duration_s, hr_t, hr, resting)
-                         if kind == "unrelated_ppg" else hr)
+            source_hr = (
+                _other_session_hr(seed, index, duration_s, hr_t, hr, resting)
+                if kind == "unrelated_ppg"
+                else hr
+            )
             motion = 0.3 * np.interp(ppg_t, at, osc)
-            _write_csv(lake_dir / "ppg.csv", {
-                "timestamp": start_ms + np.round(ppg_t * 1000).astype(np.int64),
-                "ppg": _ppg(rng, ppg_t, hr_t, source_hr, motion, ppg_hz),
-            })
-        log.info("generated %s (%s): %.0f min, %d segments%s", person.study_id,
-                 person.internal_id, minutes, len(segments), f", broken: {kind}" if kind else "")
+            _write_csv(
+                lake_dir / "ppg.csv",
+                {
+                    "timestamp": start_ms + np.round(ppg_t * 1000).astype(np.int64),
+                    "ppg": _ppg(rng, ppg_t, hr_t, source_hr, motion, ppg_hz),
+                },
+            )
+        log.info(
+            "generated %s (%s): %.0f min, %d segments%s",
+            person.study_id,
+            person.internal_id,
+            minutes,
+            len(segments),
+            f", broken: {kind}" if kind else "",
+        )
 
-    _write_csv(root / "master_sheet.csv", {
-        "study_id": [p.study_id for p in people],
-        "internal_id": [p.internal_id for p in people],
-        "age": [p.age for p in people],
-        "sex": [p.sex for p in people],
-        "height_cm": [p.height_cm for p in people],
-        "weight_kg": [p.weight_kg for p in people],
-        "bmi": [p.bmi for p in people],
-        "dominant_hand": [p.dominant_hand for p in people],
-    })
-    (root / "study.json").write_text(json.dumps({
-        "name": "AMS Activity Study (synthetic)", "minutes": minutes, "accel_hz": accel_hz,
-        "ppg_hz": ppg_hz, "seed": seed, "subjects": [asdict(p) for p in people],
-    }, indent=2) + "\n", encoding="utf-8")
+    _write_csv(
+        root / "master_sheet.csv",
+        {
+            "study_id": [p.study_id for p in people],
+            "internal_id": [p.internal_id for p in people],
+            "age": [p.age for p in people],
+            "sex": [p.sex for p in people],
+            "height_cm": [p.height_cm for p in people],
+            "weight_kg": [p.weight_kg for p in people],
+            "bmi": [p.bmi for p in people],
+            "dominant_hand": [p.dominant_hand for p in people],
+        },
+    )
+    (root / "study.json").write_text(
+        json.dumps(
+            {
+                "name": "AMS Activity Study (synthetic)",
+                "minutes": minutes,
+                "accel_hz": accel_hz,
+                "ppg_hz": ppg_hz,
+                "seed": seed,
+                "subjects": [asdict(p) for p in people],
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return Study(root, tuple(people))
