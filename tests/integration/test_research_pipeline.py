@@ -4,6 +4,7 @@ sample study -> research-sorter -> research-checklist -> research-combiner."""
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,3 +249,40 @@ def test_parquet_rms_on_combined_parquet(pipeline: PipelineRun, tmp_path: Path) 
         for axis in ("accX", "accY", "accZ"):
             values = table.column(axis).to_numpy()[rows].astype(np.float64)
             assert row[f"rms_{axis}"] == pytest.approx(np.sqrt(np.mean(values**2)), rel=1e-9)
+
+
+def test_checklist_catches_each_kind_of_defect(pipeline: PipelineRun, tmp_path: Path) -> None:
+    item = tmp_path / "item"
+    shutil.copytree(pipeline.sorted_dir / "AMS_001", item)
+
+    def edit(name: str, line_no: int, new: str) -> None:
+        lines = (item / name).read_text().splitlines()
+        lines[line_no] = new
+        (item / name).write_text("\n".join(lines) + "\n")
+
+    acc = (item / "accelerometer.csv").read_text().splitlines()
+    acc[10], acc[11] = acc[11], acc[10]  # timestamps go backwards once
+    (item / "accelerometer.csv").write_text("\n".join(acc) + "\n")
+    ts = (item / "ppg.csv").read_text().splitlines()[5].split(",")[0]
+    edit("ppg.csv", 5, f"{ts},")  # an empty PPG value
+    ts = (item / "polar_h10.csv").read_text().splitlines()[7].split(",")[0]
+    edit("polar_h10.csv", 7, f"{ts},250")  # implausible heart rate
+    start, end, _ = (item / "labels.csv").read_text().splitlines()[1].split(",")
+    edit("labels.csv", 1, f"{start},{end},swimming")  # not one of the study's labels
+
+    result = run_block(
+        BLOCKS / "research-checklist",
+        in_directory=item,
+        out_directory=tmp_path / "out",
+        metadata={"ei_check_old": "0", "study_id": "X"},
+        venvs=pipeline.venvs,
+    )
+    assert failing(result.metadata) == {
+        "ei_check_accelerometer_timestamps",
+        "ei_check_ppg_columns",
+        "ei_check_polar_h10_ranges",
+        "ei_check_labels_ranges",
+    }
+    assert "ei_check_old" not in result.metadata  # replace-checks dropped the stale check
+    assert result.metadata["study_id"] == "X"
+    assert any("expect_column_values_to_be_in_set(label)" in line for line in result.output_tail)
