@@ -330,3 +330,52 @@ def test_overlap_bound_is_safe_and_tight(geo: tuple[int, ...], in_c: int, out_c:
     assert not _clobbers(events, bound - 5)
     assert _clobbers(events, bound + 1)
     assert codegen.overlap_delta(p, in_c, out_c, block, channelwise, 4) == 4 * bound
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
+                    reason="needs g++ and make")
+def test_broadcast_add_and_mean_axes_compile_and_match_numpy(tmp_path: Path) -> None:
+    """A hand-built float graph: ADD with a broadcast constant (+RELU), then MEAN over axis 1."""
+    from edgeloop.deploy import package
+
+    rng = np.random.default_rng(3)
+    bias = rng.normal(size=(4,)).astype(np.float32)
+    f32 = np.dtype("float32")
+    tensors = [
+        Tensor(0, "x", (1, 2, 3, 4), f32),
+        Tensor(1, "c", (4,), f32, bias),
+        Tensor(2, "sum", (1, 2, 3, 4), f32),
+        Tensor(3, "axis", (1,), np.dtype("int32"), np.array([1], np.int32)),
+        Tensor(4, "mean", (1, 3, 4), f32),
+    ]
+    ops = [
+        Operator(0, "ADD", [0, 1], [2], {"activation": "RELU"}),
+        Operator(1, "MEAN", [2, 3], [4], {"keep_dims": False}),
+    ]
+    compiled = codegen.generate(Graph(tensors, ops, [0], [4]), "float32")
+    info = package.LibraryInfo(tuple(f"o{i}" for i in range(12)), "float32", (2, 3, 4), "t")
+    package.write_library(tmp_path, compiled, info, b"")
+    subprocess.run(["make", "-s", "CXXFLAGS=-std=c++11 -O2 -Wall -Wextra -Werror"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    x = rng.normal(size=(5, 1, 2, 3, 4)).astype(np.float32)
+    text = "".join(" ".join(f"{v:.9g}" for v in s.reshape(-1)) + "\n" for s in x)
+    out = subprocess.run([str(tmp_path / "example")], input=text, capture_output=True,
+                         text=True, check=True, cwd=tmp_path).stdout
+    got = np.array([[float(v) for v in line.split()] for line in out.splitlines()])
+    expected = np.maximum(x + bias, 0).mean(axis=2).reshape(5, -1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_unsupported_operator_error_names_it_and_lists_supported() -> None:
+    f32 = np.dtype("float32")
+    tensors = [Tensor(0, "x", (1, 4), f32), Tensor(1, "y", (1, 4), f32)]
+    graph = Graph(tensors, [Operator(0, "TANH", [0], [1])], [0], [1])
+    with pytest.raises(DeployError) as err:
+        codegen.generate(graph, "float32")
+    assert str(err.value).startswith("unsupported operator TANH (op #0)")
+    assert "supported operators: " + ", ".join(codegen.SUPPORTED_OPS) in str(err.value)
+    tensors.append(Tensor(2, "w", (4, 4), f32, np.eye(4, dtype=np.float32)))
+    graph = Graph(tensors, [Operator(0, "FULLY_CONNECTED", [0, 2], [1],
+                                     {"activation": "TANH"})], [0], [1])
+    with pytest.raises(DeployError, match=r"FULLY_CONNECTED \(op #0\): fused activation TANH"):
+        codegen.generate(graph, "float32")
