@@ -118,3 +118,17 @@ def test_overall_check_includes_earlier_checks(combine) -> None:
     meta = combine.item_checklist(res, {"ei_check_labels_contiguous": "0", "age": "3"})
     assert meta == {"ei_check_ppg_file_present": "1", "ei_check": "0", "hr_correlation": "0.8000"}
     json.dumps(meta)
+
+
+def test_empty_file_and_unsorted_rows(combine, tmp_path: Path) -> None:
+    write_item(tmp_path / "item", labels_end_ms=60_000)
+    acc = (tmp_path / "item" / "accelerometer.csv").read_text().splitlines()
+    acc[100], acc[101] = acc[101], acc[100]
+    (tmp_path / "item" / "accelerometer.csv").write_text("\n".join(acc) + "\n")
+    (tmp_path / "o").mkdir()
+    res = combine.combine_item(tmp_path / "item", tmp_path / "o", {})
+    assert res.passed  # rows are put in time order before aligning
+    (tmp_path / "item" / "labels.csv").write_text("start,end,label\n")
+    res = combine.combine_item(tmp_path / "item", tmp_path / "o", {})
+    assert res.checks["ei_check_labels_file_present"] is False
+    assert any("no rows" in n for n in res.notes)

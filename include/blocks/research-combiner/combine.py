@@ -89,11 +89,19 @@ def read_csv(path: Path, kind: str) -> dict[str, Any]:
         path,
         convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
     )
-    out: dict[str, np.ndarray] = {}
+    if table.num_rows == 0:
+        raise ValueError(f"{path.name}: no rows")
+    for name in types:
+        nulls = table.column(name).null_count
+        if nulls:
+            raise ValueError(f"{path.name}: column {name!r} has {nulls} empty value(s)")
+    # the checklist flags out-of-order timestamps; the combiner still aligns correctly
+    key = table.column("start" if kind == "labels" else "timestamp").to_numpy()
+    if key.size > 1 and not bool(np.all(key[1:] >= key[:-1])):
+        table = table.take(pa.array(np.argsort(key, kind="stable")))
+    out: dict[str, Any] = {}
     for name in types:
         col = table.column(name)
-        if col.null_count:
-            raise ValueError(f"{path.name}: column {name!r} has {col.null_count} empty value(s)")
         if name == "label":
             out[name] = np.asarray(col.to_pylist(), dtype=object)
         elif kind == "accelerometer" and name != "timestamp":
@@ -299,7 +307,10 @@ def align(
         res.notes.append(f"{int((~covered).sum())} of {t.size} samples have no label")
         return None
     # hr_ppg: from the 1 Hz grid (NaN where no beat was near) -> null in the table
-    hr_ppg = np.interp(t, grid_ms, hr_ppg_grid).astype(np.float32)
+    if grid_ms.size:
+        hr_ppg = np.interp(t, grid_ms, hr_ppg_grid).astype(np.float32)
+    else:  # PPG and Polar do not overlap: no PPG heart rate anywhere
+        hr_ppg = np.full(t.shape, np.nan, dtype=np.float32)
     names = pa.array(list(labels["label"][order]), type=pa.string())
     return pa.table(
         [
