@@ -197,6 +197,10 @@ def airflow_environ(
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",
+        # A task started while the api-server is still coming up (slow on 2 cores, and a
+        # scheduled run starts at once) retries its execution-API calls for ~5 min
+        # instead of ~15 s before it is killed.
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         # Pick up a new pipeline config within half a minute.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
