@@ -74,6 +74,28 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
     ops.fit(xd, yd, epochs=3, batch_size=64, verbose=0)
     ops.save(root / "ops.keras")
 
+    # strides, SAME padding on even sizes, depth multiplier 2, a conv without bias,
+    # dilation, a residual ADD, padded pooling, MEAN; random data, 4 classes
+    rng = np.random.default_rng(0)
+    xm = rng.normal(size=(300, 20, 20, 3)).astype("float32")
+    ym = rng.integers(0, 4, 300)
+    np.savez(root / "mixed.npz", x=xm, y=ym)
+    inp = keras.Input((20, 20, 3))
+    a = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(inp)
+    a = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same",
+                                     activation="relu")(a)
+    c = keras.layers.Conv2D(16, 1, use_bias=False)(a)
+    d = keras.layers.Conv2D(16, 3, padding="same", dilation_rate=2, activation="relu")(c)
+    e = keras.layers.Add()([c, d])
+    e = keras.layers.MaxPooling2D(3, strides=2, padding="same")(e)
+    e = keras.layers.AveragePooling2D(2, padding="same")(e)
+    e = keras.layers.Conv2D(40, 3, padding="same", activation="relu")(e)
+    e = keras.layers.GlobalAveragePooling2D()(e)
+    mixed = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(e))
+    mixed.compile("adam", "sparse_categorical_crossentropy")
+    mixed.fit(xm, ym, epochs=2, verbose=0)
+    mixed.save(root / "mixed.keras")
+
     wine = load_wine()
     xw = StandardScaler().fit_transform(wine.data).astype("float32")
     yw = wine.target.astype("int64")
@@ -95,6 +117,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
                 "x_test": xt, "y_test": yt},
         "ops": {"model": root / "ops.keras", "data": root / "digits.npz", "labels": DIGITS,
                 "x_test": xt, "y_test": yt},
+        "mixed": {"model": root / "mixed.keras", "data": root / "mixed.npz",
+                  "labels": ["a", "b", "c", "d"], "x_test": xm[240:], "y_test": ym[240:]},
         "dense": {"model": root / "dense.keras", "data": root / "wine.npz",
                   "labels": ["class_0", "class_1", "class_2"], "x_test": xw[140:],
                   "y_test": yw[140:]},
@@ -108,7 +132,7 @@ def libraries(models: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPa
     from edgeloop.cli import main
 
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for name in ("cnn", "dense", "ops"):
+    for name in ("cnn", "dense", "ops", "mixed"):
         for model_type in ("int8", "float32"):
             m = models[name]
             folder = tmp_path_factory.mktemp(f"lib-{name}-{model_type}")
@@ -171,7 +195,7 @@ def _run(binary: Path, x: np.ndarray, int_output: bool) -> np.ndarray:
     return np.array([[conv(v) for v in r] for r in rows])
 
 
-@pytest.mark.parametrize("name", ["cnn", "dense", "ops"])
+@pytest.mark.parametrize("name", ["cnn", "dense", "ops", "mixed"])
 @pytest.mark.parametrize("model_type", ["int8", "float32"])
 def test_library_compiles_with_make_and_cmake_and_matches_reference(
     libraries: dict[tuple[str, str], dict[str, Any]], tmp_path: Path, name: str, model_type: str

@@ -212,6 +212,8 @@ def test_parse_labels(tmp_path: Path) -> None:
         build.parse_labels("a,,b")
     with pytest.raises(DeployError, match="duplicate"):
         build.parse_labels("a,a")
+    with pytest.raises(DeployError, match="labels file not found"):
+        build.parse_labels(str(tmp_path / "missing.txt"))
 
 
 def test_load_representative_errors(tmp_path: Path) -> None:

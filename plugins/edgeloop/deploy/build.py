@@ -35,6 +35,9 @@ def parse_labels(labels: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
         where = "--labels"
     else:
         p = Path(labels)
+        looks_like_path = "/" in labels or p.suffix in (".txt", ".csv", ".labels")
+        if "," not in labels and looks_like_path and not p.is_file():
+            raise DeployError(f"--labels {labels}: labels file not found")
         if "," not in labels and p.is_file():
             out = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
             out = [s for s in out if s]
