@@ -381,3 +381,15 @@ def test_unsupported_operator_error_names_it_and_lists_supported() -> None:
                                      {"activation": "TANH"})], [0], [1])
     with pytest.raises(DeployError, match=r"FULLY_CONNECTED \(op #0\): fused activation TANH"):
         codegen.generate(graph, "float32")
+
+
+def test_add_in_place_falls_back_to_the_second_input() -> None:
+    t = [_tensor(0, (1, 16)), _tensor(1, (1, 16)), _tensor(2, (1, 16)), _tensor(3, (1, 16)),
+         _tensor(4, (16, 16), True)]
+    ops = [Operator(0, "FULLY_CONNECTED", [0, 4], [1]), Operator(1, "ADD", [0, 1], [2]),
+           Operator(2, "ADD", [0, 2], [3])]  # input 0 is read again by op 2
+    lowered = [Lowered(ops[0], ""), Lowered(ops[1], "", inplace_input=0, inplace_alt=1),
+               Lowered(ops[2], "", inplace_input=0, inplace_alt=2)]
+    plan = plan_memory(Graph(t, ops, [0], [3]), lowered)
+    assert plan.offsets[2] == plan.offsets[1]
+    assert plan.offsets[3] == plan.offsets[0]  # input 0 dies at op 2: used first

@@ -153,6 +153,7 @@ class Lowered:
     op: Operator
     call: str  # C++ statement(s)
     inplace_input: int | None = None  # input tensor that may share the output buffer
+    inplace_alt: int | None = None  # second candidate (ADD: the other input)
     alias_input: int | None = None  # RESHAPE: output is the input's bytes
     # The output may start at (dying) input + d for any d <= overlap_delta (bytes;
     # negative: before the input): no write reaches an input byte read later.
@@ -539,11 +540,10 @@ class Lowerer:
         f: dict[str, object] = {"dims": dims, "stride1": strides(a.shape),
                                 "stride2": strides(b.shape)}
         f.update(self._act_fields(op, out))
-        inplace = None
-        if a.shape == out.shape and not a.is_constant:
-            inplace = op.inputs[0]
-        elif b.shape == out.shape and not b.is_constant:
-            inplace = op.inputs[1]
+        candidates = [i for i, t in ((op.inputs[0], a), (op.inputs[1], b))
+                      if t.shape == out.shape and not t.is_constant]
+        inplace = candidates[0] if candidates else None
+        inplace_alt = candidates[1] if len(candidates) > 1 else None
         if self.model_type == "int8":
             self._check_types(op, [op.inputs[0], op.inputs[1], op.outputs[0]], "int8")
             left_shift = 20
@@ -567,7 +567,7 @@ class Lowerer:
         p = self.em.struct(f"op{op.index}_params", "AddParams", f)
         call = (f"el::{kind}({p}, {self.ref(op.inputs[0])}, {self.ref(op.inputs[1])}, "
                 f"{self.ref(op.outputs[0])});")
-        return Lowered(op, call, inplace_input=inplace)
+        return Lowered(op, call, inplace_input=inplace, inplace_alt=inplace_alt)
 
     def _mean(self, op: Operator) -> Lowered:
         inp, axis_t, out = self.t(op.inputs[0]), self.t(op.inputs[1]), self.t(op.outputs[0])
@@ -702,6 +702,8 @@ def plan_memory(graph: Graph, lowered: list[Lowered], *, inplace: bool = True,
         for k, low in enumerate(lowered):
             out = low.op.outputs[0]
             x, delta = low.inplace_input, 0
+            if x is not None and low.inplace_alt is not None and g_last[find(x)[0]] != k:
+                x = low.inplace_alt  # the first input lives on: try the other one
             if x is None and low.overlap_input is not None:
                 x = low.overlap_input
                 delta = (min(int(low.overlap_delta or 0), 0) // align) * align  # round down
