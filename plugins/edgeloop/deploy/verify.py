@@ -75,15 +75,6 @@ def compile_with_make(folder: Path, target: str = "example", cxx: str | None = N
     return folder / target
 
 
-def compile_with_cmake(folder: Path) -> Path:
-    build = folder / "build-cmake"
-    _run(["cmake", "-S", ".", "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-          f"-DCMAKE_CXX_FLAGS={STRICT_CXXFLAGS}"], folder, "cmake configure")
-    _run(["cmake", "--build", str(build), "-j", str(min(os.cpu_count() or 1, 4))], folder,
-         "cmake build")
-    return build / "example"
-
-
 def run_example(binary: Path, x: np.ndarray, int_output: bool) -> np.ndarray:
     proc = _run([str(binary)], binary.parent, "running the example", stdin=format_samples(x))
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip()]
