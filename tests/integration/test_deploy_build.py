@@ -252,6 +252,7 @@ def test_zip_unpacks_to_documented_layout(libraries: dict[tuple[str, str], dict[
     assert set(package.LAYOUT) <= names
     assert not any(n.startswith(("build/", "example")) for n in names)
     assert "#define EI_CLASSIFIER_LABEL_COUNT 10" in metadata
+    assert '#define EI_CLASSIFIER_LABELS {"0", "1", "2"' in metadata
     assert "#define EI_CLASSIFIER_INPUT_SHAPE {8, 8, 1}" in metadata
     assert f"#define EI_CLASSIFIER_TFLITE_ARENA_SIZE {lib['report']['arena_bytes']}" in metadata
     assert '#define EI_CLASSIFIER_MODEL_TYPE "int8"' in metadata

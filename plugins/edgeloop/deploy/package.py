@@ -63,6 +63,7 @@ def metadata_h(model: CompiledModel, info: LibraryInfo) -> str:
 #define EI_CLASSIFIER_MODEL_TYPE {_c_string(info.model_type)}
 #define EI_CLASSIFIER_MODEL_INT8 {1 if is_int8 else 0}
 #define EI_CLASSIFIER_LABEL_COUNT {len(info.labels)}
+#define EI_CLASSIFIER_LABELS {{{", ".join(_c_string(label) for label in info.labels)}}}
 #define EI_CLASSIFIER_NN_INPUT_FRAME_SIZE {inp.size}
 #define EI_CLASSIFIER_INPUT_RANK {len(info.input_shape)}
 #define EI_CLASSIFIER_INPUT_SHAPE {{{shape}}}
