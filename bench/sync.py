@@ -78,19 +78,36 @@ def main() -> int:
     server = S3Server(log_path=work / "moto.log").start()
     try:
         # An isolated Airflow home (for the connection lookup) and edgeloop home.
-        os.environ.update(airflow_environ(work / "airflow", pipelines_dir=work / "pipelines",
-                                          edgeloop_home=work / "edgeloop"))
+        os.environ.update(
+            airflow_environ(
+                work / "airflow", pipelines_dir=work / "pipelines", edgeloop_home=work / "edgeloop"
+            )
+        )
         for key in ("EDGELOOP_CATALOG_URL", "EDGELOOP_BLOB_ROOT"):
             os.environ.pop(key, None)
         os.environ.update(s3_connection_environ(CONN_ID, server.endpoint))
         config = work / "pipelines" / "bench.json"
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(json.dumps({
-            "id": "bench", "name": "sync benchmark", "project": "bench",
-            "steps": [{"name": "import", "builtinTransformationBlock": {
-                "type": "s3-to-project", "path": f"s3://{BUCKET}/{PREFIX}",
-                "awsConnId": CONN_ID, "labelStrategy": "infer-from-folder-name"}}],
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "id": "bench",
+                    "name": "sync benchmark",
+                    "project": "bench",
+                    "steps": [
+                        {
+                            "name": "import",
+                            "builtinTransformationBlock": {
+                                "type": "s3-to-project",
+                                "path": f"s3://{BUCKET}/{PREFIX}",
+                                "awsConnId": CONN_ID,
+                                "labelStrategy": "infer-from-folder-name",
+                            },
+                        }
+                    ],
+                }
+            )
+        )
 
         from edgeloop.config import load_pipeline
         from edgeloop.sync import s3_client, sync_step
@@ -99,8 +116,11 @@ def main() -> int:
         step = pipeline.steps[0]
         client = server.client()
         client.create_bucket(Bucket=BUCKET)
-        print(f"S3 server: moto at {server.endpoint}; {args.objects} objects of "
-              f"{args.size} B under s3://{BUCKET}/{PREFIX}", flush=True)
+        print(
+            f"S3 server: moto at {server.endpoint}; {args.objects} objects of "
+            f"{args.size} B under s3://{BUCKET}/{PREFIX}",
+            flush=True,
+        )
         t0 = time.perf_counter()
         upload(client, args.objects, args.size)
         print(f"setup: uploaded in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -115,14 +135,29 @@ def main() -> int:
         if stats["new"] != args.objects or stats["failed"]:
             print(f"error: full sync did not import every object: {stats}", file=sys.stderr)
             return 1
-        report(f"full sync   edgeloop sync_step  : {ours_full:8.2f} s  "
-               f"({args.objects / ours_full:,.0f} objects/s; {json.dumps(stats)})")
+        report(
+            f"full sync   edgeloop sync_step  : {ours_full:8.2f} s  "
+            f"({args.objects / ours_full:,.0f} objects/s; {json.dumps(stats)})"
+        )
 
         dest = work / "awscli"
-        aws_env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing",
-                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-        argv = [bin_path("aws"), "s3", "sync", f"s3://{BUCKET}/{PREFIX}", str(dest),
-                "--endpoint-url", server.endpoint, "--only-show-errors", "--no-progress"]
+        aws_env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        argv = [
+            bin_path("aws"),
+            "s3",
+            "sync",
+            f"s3://{BUCKET}/{PREFIX}",
+            str(dest),
+            "--endpoint-url",
+            server.endpoint,
+            "--only-show-errors",
+            "--no-progress",
+        ]
         t0 = time.perf_counter()
         subprocess.run(argv, env=aws_env, check=True)
         aws_full = time.perf_counter() - t0
@@ -130,8 +165,10 @@ def main() -> int:
         if copied != args.objects:
             print(f"error: aws s3 sync copied {copied} files", file=sys.stderr)
             return 1
-        report(f"full sync   aws s3 sync          : {aws_full:8.2f} s  "
-               f"({args.objects / aws_full:,.0f} objects/s)")
+        report(
+            f"full sync   aws s3 sync          : {aws_full:8.2f} s  "
+            f"({args.objects / aws_full:,.0f} objects/s)"
+        )
 
         # No-change re-sync vs a bare listing (best of three each, interleaved).
         resync_times, listing_times = [], []
@@ -147,10 +184,16 @@ def main() -> int:
                 return 1
             listing_times.append(t)
         ours_resync, listing = min(resync_times), min(listing_times)
-        report(f"re-sync     edgeloop sync_step  : {ours_resync:8.2f} s  (no change; best of 3: "
-              + ", ".join(f"{t:.2f}" for t in resync_times) + ")")
-        report(f"listing     boto3 ListObjectsV2 : {listing:8.2f} s  (best of 3: "
-              + ", ".join(f"{t:.2f}" for t in listing_times) + ")")
+        report(
+            f"re-sync     edgeloop sync_step  : {ours_resync:8.2f} s  (no change; best of 3: "
+            + ", ".join(f"{t:.2f}" for t in resync_times)
+            + ")"
+        )
+        report(
+            f"listing     boto3 ListObjectsV2 : {listing:8.2f} s  (best of 3: "
+            + ", ".join(f"{t:.2f}" for t in listing_times)
+            + ")"
+        )
         # Airflow's structured task logging writes to stdout on its own terms: repeat the
         # figures in one block at the end, the ratios last.
         print("\n".join(["", "results:", *figures]))

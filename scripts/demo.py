@@ -78,8 +78,12 @@ def edgeloop_cli(*args: str, env: dict[str, str], log_path: Path) -> str:
         err.write(f"\n$ edgeloop {' '.join(args)}\n".encode())
         err.flush()
         proc = subprocess.run(
-            [bin_path("edgeloop"), *args], env=env, stdout=subprocess.PIPE, stderr=err,
-            text=True, check=False,
+            [bin_path("edgeloop"), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            check=False,
         )
     if proc.returncode != 0:
         raise CommandError(["edgeloop", *args], proc.returncode, log_path)
@@ -88,8 +92,9 @@ def edgeloop_cli(*args: str, env: dict[str, str], log_path: Path) -> str:
 
 def run_pipeline(env: dict[str, str], log_path: Path) -> dict:
     """`airflow dags test demo`, then the run summary (printed and returned)."""
-    run_logged([bin_path("airflow"), "dags", "test", PIPELINE], env=env, log_path=log_path,
-               timeout=600)
+    run_logged(
+        [bin_path("airflow"), "dags", "test", PIPELINE], env=env, log_path=log_path, timeout=600
+    )
     text = edgeloop_cli("summary", PIPELINE, env=env, log_path=log_path)
     for line in text.rstrip().splitlines():
         say(f"      {line}")
@@ -112,8 +117,9 @@ def main() -> int:
     server: S3Server | None = None
     try:
         with Step(f"Airflow metadata DB (SQLite, LocalExecutor) in {airflow_home}"):
-            run_logged([bin_path("airflow"), "db", "migrate"], env=env, log_path=log_path,
-                       timeout=600)
+            run_logged(
+                [bin_path("airflow"), "db", "migrate"], env=env, log_path=log_path, timeout=600
+            )
             if edgeloop_home.exists():
                 # The S3 server below starts empty: start the demo's catalog empty too.
                 say(f"      removing the previous demo catalog and blobs in {edgeloop_home}")
@@ -128,10 +134,11 @@ def main() -> int:
 
         with Step(f"fill s3://{BUCKET}/{PREFIX} with scikit-learn's digits as PNG files"):
             client = server.client()
-            keys = upload_digits(client, BUCKET, PREFIX, per_label=PER_LABEL,
-                                 unlabeled=UNLABELED)
-            say(f"      {len(keys)} objects: {PER_LABEL} in each of 0/ … 9/, "
-                f"{UNLABELED} in unlabeled/ (e.g. {keys[0]})")
+            keys = upload_digits(client, BUCKET, PREFIX, per_label=PER_LABEL, unlabeled=UNLABELED)
+            say(
+                f"      {len(keys)} objects: {PER_LABEL} in each of 0/ … 9/, "
+                f"{UNLABELED} in unlabeled/ (e.g. {keys[0]})"
+            )
 
         with Step(f"run 1: airflow dags test {PIPELINE} (verify_source → sync → label → summary)"):
             first = sync_counts(run_pipeline(env, log_path))
@@ -147,19 +154,32 @@ def main() -> int:
 
         # The check: run 2 imported exactly the added objects.
         expected_first = {"listed": len(keys), "new": len(keys), "failed": 0}
-        expected_second = {"listed": len(keys) + len(added), "new": len(added),
-                           "unchanged": len(keys), "updated": 0, "duplicates": 0,
-                           "failed": 0}
-        wrong = [f"run 1 {k}={first.get(k)} (expected {v})"
-                 for k, v in expected_first.items() if first.get(k) != v]
-        wrong += [f"run 2 {k}={second.get(k)} (expected {v})"
-                  for k, v in expected_second.items() if second.get(k) != v]
+        expected_second = {
+            "listed": len(keys) + len(added),
+            "new": len(added),
+            "unchanged": len(keys),
+            "updated": 0,
+            "duplicates": 0,
+            "failed": 0,
+        }
+        wrong = [
+            f"run 1 {k}={first.get(k)} (expected {v})"
+            for k, v in expected_first.items()
+            if first.get(k) != v
+        ]
+        wrong += [
+            f"run 2 {k}={second.get(k)} (expected {v})"
+            for k, v in expected_second.items()
+            if second.get(k) != v
+        ]
         if wrong:
             say("      MISMATCH: " + "; ".join(wrong))
             return 1
-        say(f"\nOK: run 1 imported {first['new']} of {first['listed']} objects; run 2 listed "
+        say(
+            f"\nOK: run 1 imported {first['new']} of {first['listed']} objects; run 2 listed "
             f"{second['listed']} and imported only the {second['new']} added ones "
-            f"({second['unchanged']} unchanged).")
+            f"({second['unchanged']} unchanged)."
+        )
     except KeyboardInterrupt:
         say("\ninterrupted; stopping what the demo started")
         return 130
@@ -170,8 +190,10 @@ def main() -> int:
         if server is not None:
             server.stop()
     say(f"demo finished in {time.monotonic() - t_start:.0f} s; Airflow's output is in {log_path}.")
-    say(f"Explore: source {airflow_home}/env.sh; .venv/bin/edgeloop items {PIPELINE} "
-        "(or stats, summary); `make up` for the web UI.")
+    say(
+        f"Explore: source {airflow_home}/env.sh; .venv/bin/edgeloop items {PIPELINE} "
+        "(or stats, summary); `make up` for the web UI."
+    )
     return 0
 
 

@@ -102,29 +102,33 @@ def main() -> int:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     if port_in_use(port):
-        say(f"error: port {port} is already in use; stop what runs there or set "
-            "EDGELOOP_UI_PORT")
+        say(f"error: port {port} is already in use; stop what runs there or set EDGELOOP_UI_PORT")
         return 2
     server: S3Server | None = None
     airflow: subprocess.Popen[bytes] | None = None
     try:
         say(f"Airflow home {airflow_home}: airflow db migrate ...")
-        run_logged([bin_path("airflow"), "db", "migrate"], env=env, log_path=log_path,
-                   timeout=600)
+        run_logged([bin_path("airflow"), "db", "migrate"], env=env, log_path=log_path, timeout=600)
         server = S3Server(log_path=airflow_home / "s3-server.log").start()
         conn = s3_connection_environ(CONN_ID, server.endpoint)
         env.update(conn)
-        write_env_file(airflow_home / "env.sh",
-                       {**airflow_environ(airflow_home, api_port=port), **conn})
+        write_env_file(
+            airflow_home / "env.sh", {**airflow_environ(airflow_home, api_port=port), **conn}
+        )
         keys = upload_digits(server.client(), BUCKET, PREFIX, per_label=20, unlabeled=10)
-        say(f"local S3 server {server.endpoint}: {len(keys)} digit PNGs in "
-            f"s3://{BUCKET}/{PREFIX} (Airflow connection {CONN_ID})")
+        say(
+            f"local S3 server {server.endpoint}: {len(keys)} digit PNGs in "
+            f"s3://{BUCKET}/{PREFIX} (Airflow connection {CONN_ID})"
+        )
 
         say(f"starting airflow standalone (output in {log_path}) ...")
         with open(log_path, "ab") as out:
             airflow = subprocess.Popen(
-                [bin_path("airflow"), "standalone"], env=env, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [bin_path("airflow"), "standalone"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 preexec_fn=_default_sigint,
             )
         url = f"http://localhost:{port}"

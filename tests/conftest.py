@@ -76,16 +76,27 @@ class AirflowEnv:
 
     def airflow(self, *args: str, check: bool = True, timeout: float = 600) -> int:
         """Run ``airflow ARGS``; on failure the assertion shows the log's tail."""
-        code = run_logged([bin_path("airflow"), *args], env=self.env, log_path=self.log,
-                          timeout=timeout, check=False)
+        code = run_logged(
+            [bin_path("airflow"), *args],
+            env=self.env,
+            log_path=self.log,
+            timeout=timeout,
+            check=False,
+        )
         if check:
             assert code == 0, f"airflow {' '.join(args)} exited {code}:\n{tail(self.log, 80)}"
         return code
 
     def airflow_json(self, *args: str) -> object:
         """Run an ``airflow ... -o json`` command and parse its standard output."""
-        proc = subprocess.run([bin_path("airflow"), *args, "-o", "json"], env=self.env,
-                              capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(
+            [bin_path("airflow"), *args, "-o", "json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         with open(self.log, "a") as out:
             out.write(f"\n$ airflow {' '.join(args)} -o json\n{proc.stdout}{proc.stderr}")
         assert proc.returncode == 0, f"airflow {' '.join(args)}: {proc.stderr[-3000:]}"
@@ -94,8 +105,14 @@ class AirflowEnv:
 
     def edgeloop(self, *args: str) -> str:
         """Run the ``edgeloop`` CLI in this environment; return its standard output."""
-        proc = subprocess.run([bin_path("edgeloop"), *args], env=self.env, capture_output=True,
-                              text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [bin_path("edgeloop"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert proc.returncode == 0, f"edgeloop {' '.join(args)}: {proc.stderr[-3000:]}"
         return proc.stdout
 
@@ -110,11 +127,12 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
     root = tmp_path_factory.mktemp("airflow")
     pipelines = root / "pipelines"
     pipelines.mkdir()
-    env = {**os.environ, **airflow_environ(root / "home", pipelines_dir=pipelines,
-                                           edgeloop_home=root / "edgeloop")}
+    env = {
+        **os.environ,
+        **airflow_environ(root / "home", pipelines_dir=pipelines, edgeloop_home=root / "edgeloop"),
+    }
     for key in ("EDGELOOP_CATALOG_URL", "EDGELOOP_BLOB_ROOT", "EDGELOOP_BLOB_CONN_ID"):
         env.pop(key, None)  # this home's defaults, never the caller's
-    ae = AirflowEnv(home=root / "home", pipelines_dir=pipelines, env=env,
-                    log=root / "airflow.log")
+    ae = AirflowEnv(home=root / "home", pipelines_dir=pipelines, env=env, log=root / "airflow.log")
     ae.airflow("db", "migrate")
     return ae

@@ -65,17 +65,19 @@ def _config(bucket: str, pipeline_id: str = "e2e") -> dict:
         "name": "end-to-end test pipeline",
         "description": "Imports a test bucket through Airflow.",
         "project": pipeline_id,
-        "steps": [{
-            "name": "import",
-            "builtinTransformationBlock": {
-                "type": "s3-to-project",
-                "path": f"s3://{bucket}/{PREFIX}",
-                "awsConnId": CONN_ID,
-                "category": "split",
-                "labelStrategy": "infer-from-folder-name",
-                "syncDeletions": True,
-            },
-        }],
+        "steps": [
+            {
+                "name": "import",
+                "builtinTransformationBlock": {
+                    "type": "s3-to-project",
+                    "path": f"s3://{bucket}/{PREFIX}",
+                    "awsConnId": CONN_ID,
+                    "category": "split",
+                    "labelStrategy": "infer-from-folder-name",
+                    "syncDeletions": True,
+                },
+            }
+        ],
     }
 
 
@@ -83,9 +85,16 @@ BROKEN = {
     "id": "broken",
     "name": "a broken config next to a good one",
     "project": "broken",
-    "steps": [{"name": "bad", "builtinTransformationBlock": {
-        "type": "s3-to-project", "path": "ftp://nowhere/",
-        "labelStrategy": "infer-from-folder-name"}}],
+    "steps": [
+        {
+            "name": "bad",
+            "builtinTransformationBlock": {
+                "type": "s3-to-project",
+                "path": "ftp://nowhere/",
+                "labelStrategy": "infer-from-folder-name",
+            },
+        }
+    ],
 }
 
 
@@ -138,8 +147,11 @@ def _check_items(env, items: dict[str, dict], expected: dict[str, tuple], conten
 
 
 def _blob_shas(root: Path) -> set[str]:
-    return {p.name for p in root.rglob("*") if p.is_file() and len(p.name) == 64
-            and "tmp" not in p.relative_to(root).parts}
+    return {
+        p.name
+        for p in root.rglob("*")
+        if p.is_file() and len(p.name) == 64 and "tmp" not in p.relative_to(root).parts
+    }
 
 
 def test_sync_change_delete_and_rerun_through_airflow(pipeline):
@@ -147,33 +159,59 @@ def test_sync_change_delete_and_rerun_through_airflow(pipeline):
     _put(client, bucket, FIRST)
 
     first = _run(env)
-    assert first == {"listed": 13, "new": 10, "updated": 0, "unchanged": 0, "duplicates": 1,
-                     "skipped": 2, "failed": 0, "deleted": 0}
+    assert first == {
+        "listed": 13,
+        "new": 10,
+        "updated": 0,
+        "unchanged": 0,
+        "duplicates": 1,
+        "skipped": 2,
+        "failed": 0,
+        "deleted": 0,
+    }
     items = _items(env)
     _check_items(env, items, EXPECTED_FIRST, FIRST)
     stats = json.loads(env.edgeloop("stats", "e2e", "--json"))
-    assert {k or "": v for k, v in stats["label"].items()} == {"": 3, "bird": 2, "cat": 3,
-                                                               "dog": 2}
+    assert {k or "": v for k, v in stats["label"].items()} == {"": 3, "bird": 2, "cat": 3, "dog": 2}
     assert sum(stats["category"].values()) == 10
     blob_root = env.edgeloop_home / "blobs"
     assert _blob_shas(blob_root) == {i["sha256"] for i in items.values()}
 
     # A re-run with nothing changed imports nothing and moves nothing.
     again = _run(env)
-    assert again == {"listed": 13, "new": 0, "updated": 0, "unchanged": 11, "duplicates": 0,
-                     "skipped": 2, "failed": 0, "deleted": 0}
+    assert again == {
+        "listed": 13,
+        "new": 0,
+        "updated": 0,
+        "unchanged": 11,
+        "duplicates": 0,
+        "skipped": 2,
+        "failed": 0,
+        "deleted": 0,
+    }
     assert _items(env) == items
 
     # Add two, change one, delete one, add one copy of existing content.
     changed = {"cat/cat.2.png": IMAGES[10]}
-    added = {"dog/dog.3.png": IMAGES[11], "horse/h.1.png": IMAGES[12],
-             "dog/dog.copy.png": IMAGES[4]}
+    added = {
+        "dog/dog.3.png": IMAGES[11],
+        "horse/h.1.png": IMAGES[12],
+        "dog/dog.copy.png": IMAGES[4],
+    }
     _put(client, bucket, {**changed, **added})
     client.delete_object(Bucket=bucket, Key=PREFIX + "dog/dog.1.png")
 
     second = _run(env)
-    assert second == {"listed": 15, "new": 2, "updated": 1, "unchanged": 9, "duplicates": 1,
-                      "skipped": 2, "failed": 0, "deleted": 1}
+    assert second == {
+        "listed": 15,
+        "new": 2,
+        "updated": 1,
+        "unchanged": 9,
+        "duplicates": 1,
+        "skipped": 2,
+        "failed": 0,
+        "deleted": 1,
+    }
     after = _items(env)
     expected = {k: v for k, v in EXPECTED_FIRST.items() if k != "dog/dog.1.png"}
     expected |= {"dog/dog.3.png": ("dog", None), "horse/h.1.png": ("horse", None)}
@@ -200,8 +238,12 @@ def test_broken_config_does_not_hide_the_good_pipeline(pipeline):
     env.airflow("dags", "reserialize")
     # Read back what the UI shows, from the metadata DB itself.
     with closing(sqlite3.connect(env.home / "airflow.db")) as db:
-        dags = {row[0]: row[1:] for row in db.execute(
-            "SELECT dag_id, is_paused, description FROM dag WHERE NOT is_stale")}
+        dags = {
+            row[0]: row[1:]
+            for row in db.execute(
+                "SELECT dag_id, is_paused, description FROM dag WHERE NOT is_stale"
+            )
+        }
         tags = {(dag_id, name) for name, dag_id in db.execute("SELECT name, dag_id FROM dag_tag")}
         import_errors = db.execute("SELECT filename, stacktrace FROM import_error").fetchall()
     assert set(dags) == {"e2e", "broken"}
