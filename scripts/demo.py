@@ -109,6 +109,8 @@ def main() -> int:
     airflow_home = Path(os.environ.get("AIRFLOW_HOME") or REPO_ROOT / ".airflow").resolve()
     log_path = airflow_home / "demo.log"
     env = {**os.environ, **airflow_environ(airflow_home)}
+    for key in ("EDGELOOP_CATALOG_URL", "EDGELOOP_BLOB_ROOT"):
+        env.pop(key, None)  # the demo's catalog and blobs live in its own home
     edgeloop_home = Path(env["EDGELOOP_HOME"])
     airflow_home.mkdir(parents=True, exist_ok=True)
     log_path.write_text(f"edgeloop demo, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
