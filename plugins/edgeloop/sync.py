@@ -246,7 +246,7 @@ def _record(conn: sa.Connection, ledger: _Ledger, dataset_id: int, step: S3Impor
         for f, item_id in placed])
 
 
-def _mark_deleted(catalog: Catalog, dataset_id: int, step: S3ImportStep, ledger: _Ledger,
+def _mark_deleted(catalog: Catalog, dataset_id: int, step: S3ImportStep,
                   gone: list[str]) -> int:
     ts, deleted = now(), 0
     with catalog.begin() as conn:
@@ -333,7 +333,7 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
     if step.sync_deletions:
         gone = sorted(set(ledger.objects) - seen)
         if gone:
-            stats["deleted"] = _mark_deleted(catalog, dataset_id, step, ledger, gone)
+            stats["deleted"] = _mark_deleted(catalog, dataset_id, step, gone)
     stats["failed"] = len(failures)
     log.info("%s: %s in %.1f s", step.uri, json.dumps(stats), time.monotonic() - started)
     if failures:
@@ -377,8 +377,7 @@ def label_step(pipeline: Pipeline, step: S3ImportStep, *,
                            & ic.category.is_not(None))
                     .group_by(ic.label))
             }
-            wanted = {label for _, _, label in to_split}
-            categories.update(split(to_split, {k: v for k, v in existing.items() if k in wanted}))
+            categories.update(split(to_split, existing))
         if todo:
             conn.execute(
                 items.update().where(ic.id == sa.bindparam("item_id")).values(
