@@ -98,10 +98,10 @@ VERSION_TABLE = "edgeloop_alembic_version"
 
 def migrate(engine: sa.Engine) -> None:
     """Bring the catalog schema to the newest migration."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
     from alembic import command
     from alembic.config import Config
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as conn:
