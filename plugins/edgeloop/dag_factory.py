@@ -96,6 +96,7 @@ def build_invalid_config_dag(file: str, error: ConfigError, taken=()) -> DAG:
     dag_id = stem if stem not in taken else f"invalid_{stem}"
     with DAG(
         dag_id=dag_id,
+        dag_display_name=f"{dag_id} (INVALID CONFIG: see Docs)",
         description=f"INVALID CONFIG: {str(error).splitlines()[0]}"[:200],
         doc_md=f"### Invalid pipeline config `{file}`\n\n```\n{error}\n```\n\n"
                "Fix the file (check it with `edgeloop validate`); this DAG is replaced by "

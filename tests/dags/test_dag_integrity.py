@@ -59,6 +59,7 @@ def test_bad_config_shows_its_error_and_hides_nothing(
     broken = bag.dags["broken"]
     assert "invalid-config" in broken.tags
     assert broken.description.startswith("INVALID CONFIG:")
+    assert broken.dag_display_name == "broken (INVALID CONFIG: see Docs)"
     assert "$.steps[0].builtinTransformationBlock.category" in broken.doc_md
     assert "sometimes" in broken.doc_md
     assert type(broken.timetable).__name__ == "NullTimetable"
