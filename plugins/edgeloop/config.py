@@ -53,15 +53,13 @@ class S3ImportStep:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-Step = S3ImportStep
-
 
 @dataclass(frozen=True)
 class Pipeline:
     id: str
     name: str
     project: str
-    steps: tuple[Step, ...]
+    steps: tuple[S3ImportStep, ...]
     source_file: str
     description: str = ""
     schedule: str | timedelta = "@daily"
@@ -70,15 +68,11 @@ class Pipeline:
     retries: int = 2
 
 
-def _schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_FILE.read_text())
-
-
 @cache
 def _validator(definition: str):  # -> jsonschema validator for one $defs entry
     from jsonschema import Draft202012Validator
 
-    schema = _schema()
+    schema = json.loads(SCHEMA_FILE.read_text())
     return Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"})
 
 
@@ -183,7 +177,7 @@ def parse_schedule(schedule: str | None, interval: str | None, file: str) -> str
     return schedule
 
 
-def _step(raw: dict[str, Any]) -> Step:
+def _step(raw: dict[str, Any]) -> S3ImportStep:
     block = raw["builtinTransformationBlock"]
     bucket, _, prefix = block["path"][len("s3://"):].partition("/")
     if prefix and not prefix.endswith("/"):
@@ -205,6 +199,14 @@ def _step(raw: dict[str, Any]) -> Step:
     )
 
 
+class ConfigErrors(ConfigError):
+    """Several errors of one config file, raised together."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
 def check_pipeline(path: str | Path) -> list[ConfigError]:
     """All errors of one config file (empty when it is valid)."""
     try:
@@ -214,12 +216,6 @@ def check_pipeline(path: str | Path) -> list[ConfigError]:
     except ConfigError as exc:
         return [exc]
     return []
-
-
-class ConfigErrors(ConfigError):
-    def __init__(self, errors: list[ConfigError]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
