@@ -77,32 +77,87 @@ static inline void valid_taps(int origin, int dil, int taps, int size, int* lo, 
   *hi = b;
 }
 
-/* ---------------------------------------------------------------- int8 */
+/* ------------------------------------------------------ shared loop nests
+ *
+ * Convolution, depthwise convolution, pooling and fully connected each have
+ * one loop nest for both data types. A policy supplies the arithmetic:
+ *   input(x), weight(w)  the factors of each product accumulated as
+ *                        acc += weight(w) * input(x)
+ *   output(acc, bias, oc, q)  bias, rescaling and activation clamp.
+ * The nests visit output pixels in (batch, y, x) order and write ascending
+ * addresses: codegen.py's overlap_delta() relies on this read/write order.
+ * (The pixel loops are written out in each nest rather than shared through a
+ * lambda: g++ -O2 does not inline a lambda that large, which cost 10-60% more
+ * instructions.) */
 
-static inline void fully_connected_s8(const FcParams& p, const int8_t* input,
-                                      const int8_t* filter, const int32_t* bias,
-                                      const int32_t* multiplier, const int32_t* shift,
-                                      int8_t* output) {
+/* int8: int32 accumulation of w * (x + in_offset); then bias, requantization
+   by multiplier[q] / shift[q], output zero point and clamp. */
+struct S8Policy {
+  typedef int8_t Data;
+  typedef int32_t Acc;
+  typedef int32_t Bias;
+  int32_t in_offset, out_offset, act_min, act_max;
+  const int32_t* multiplier;
+  const int32_t* shift;
+  S8Policy(int32_t in_off, int32_t out_off, int32_t lo, int32_t hi, const int32_t* mult,
+           const int32_t* sh)
+      : in_offset(in_off), out_offset(out_off), act_min(lo), act_max(hi), multiplier(mult),
+        shift(sh) {}
+  Acc input(int8_t x) const { return static_cast<int32_t>(x) + in_offset; }
+  Acc weight(int8_t w) const { return static_cast<int32_t>(w); }
+  int8_t output(Acc acc, const int32_t* bias, int oc, int q) const {
+    if (bias) acc += bias[oc];
+    acc = mbqm(acc, multiplier[q], shift[q]) + out_offset;
+    return static_cast<int8_t>(clamp32(acc, act_min, act_max));
+  }
+};
+
+/* int8 fully connected: (w + filter_offset) * (x + in_offset). */
+struct S8FcPolicy : S8Policy {
+  int32_t filter_offset;
+  S8FcPolicy(const FcParams& p, const int32_t* mult, const int32_t* sh)
+      : S8Policy(p.in_offset, p.out_offset, p.act_min, p.act_max, mult, sh),
+        filter_offset(p.filter_offset) {}
+  Acc weight(int8_t w) const { return static_cast<int32_t>(w) + filter_offset; }
+};
+
+/* float32: float accumulation of w * x; then bias and activation clamp. */
+struct F32Policy {
+  typedef float Data;
+  typedef float Acc;
+  typedef float Bias;
+  float act_min, act_max;
+  F32Policy(float lo, float hi) : act_min(lo), act_max(hi) {}
+  Acc input(float x) const { return x; }
+  Acc weight(float w) const { return w; }
+  float output(Acc acc, const float* bias, int oc, int /* q */) const {
+    if (bias) acc += bias[oc];
+    return clampf(acc, act_min, act_max);
+  }
+};
+
+template <class P>
+static inline void fully_connected(const FcParams& p, const P pol,
+                                   const typename P::Data* input,
+                                   const typename P::Data* filter,
+                                   const typename P::Bias* bias, typename P::Data* output) {
   for (int b = 0; b < p.batches; ++b) {
-    const int8_t* in = input + b * p.in_depth;
+    const typename P::Data* in = input + b * p.in_depth;
     for (int oc = 0; oc < p.out_depth; ++oc) {
-      const int8_t* w = filter + oc * p.in_depth;
-      int32_t acc = 0;
-      for (int d = 0; d < p.in_depth; ++d) {
-        acc += (static_cast<int32_t>(w[d]) + p.filter_offset) *
-               (static_cast<int32_t>(in[d]) + p.in_offset);
-      }
-      if (bias) acc += bias[oc];
-      const int q = p.per_channel ? oc : 0;
-      acc = mbqm(acc, multiplier[q], shift[q]) + p.out_offset;
-      output[b * p.out_depth + oc] = static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+      const typename P::Data* w = filter + oc * p.in_depth;
+      typename P::Acc acc = 0;
+      for (int d = 0; d < p.in_depth; ++d) acc += pol.weight(w[d]) * pol.input(in[d]);
+      output[b * p.out_depth + oc] = pol.output(acc, bias, oc, p.per_channel ? oc : 0);
     }
   }
 }
 
-static inline void conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter,
-                           const int32_t* bias, const int32_t* multiplier,
-                           const int32_t* shift, int8_t* output) {
+/* Convolution with OHWI weights (filter[oc][fy][fx][ic]), any groups. */
+template <class P>
+static inline void conv(const ConvParams& p, const P pol, const typename P::Data* input,
+                        const typename P::Data* filter, const typename P::Bias* bias,
+                        typename P::Data* output) {
+  typedef typename P::Data T;
   const int groups = p.in_c / p.filter_in_c;
   const int filters_per_group = p.out_c / groups;
   for (int b = 0; b < p.batches; ++b) {
@@ -114,35 +169,35 @@ static inline void conv_s8(const ConvParams& p, const int8_t* input, const int8_
         const int in_x0 = ox * p.stride_w - p.pad_w;
         int fx0, fx1;
         valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
-        int8_t* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
+        T* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
         for (int oc = 0; oc < p.out_c; ++oc) {
           const int group = groups == 1 ? 0 : oc / filters_per_group;
-          int32_t acc = 0;
+          typename P::Acc acc = 0;
           for (int fy = fy0; fy < fy1; ++fy) {
             const int iy = in_y0 + p.dil_h * fy;
             for (int fx = fx0; fx < fx1; ++fx) {
               const int ix = in_x0 + p.dil_w * fx;
-              const int8_t* in =
+              const T* in =
                   input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + group * p.filter_in_c;
-              const int8_t* w = filter + ((oc * p.filter_h + fy) * p.filter_w + fx) * p.filter_in_c;
+              const T* w = filter + ((oc * p.filter_h + fy) * p.filter_w + fx) * p.filter_in_c;
               for (int ic = 0; ic < p.filter_in_c; ++ic) {
-                acc += static_cast<int32_t>(w[ic]) * (static_cast<int32_t>(in[ic]) + p.in_offset);
+                acc += pol.weight(w[ic]) * pol.input(in[ic]);
               }
             }
           }
-          if (bias) acc += bias[oc];
-          acc = mbqm(acc, multiplier[oc], shift[oc]) + p.out_offset;
-          out[oc] = static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+          out[oc] = pol.output(acc, bias, oc, oc);
         }
       }
     }
   }
 }
 
-static inline void depthwise_conv_s8(const ConvParams& p, const int8_t* input,
-                                     const int8_t* filter, const int32_t* bias,
-                                     const int32_t* multiplier, const int32_t* shift,
-                                     int8_t* output) {
+/* Depthwise convolution, any depth multiplier (filter[fy][fx][oc]). */
+template <class P>
+static inline void depthwise_conv(const ConvParams& p, const P pol,
+                                  const typename P::Data* input, const typename P::Data* filter,
+                                  const typename P::Bias* bias, typename P::Data* output) {
+  typedef typename P::Data T;
   for (int b = 0; b < p.batches; ++b) {
     for (int oy = 0; oy < p.out_h; ++oy) {
       const int in_y0 = oy * p.stride_h - p.pad_h;
@@ -152,24 +207,21 @@ static inline void depthwise_conv_s8(const ConvParams& p, const int8_t* input,
         const int in_x0 = ox * p.stride_w - p.pad_w;
         int fx0, fx1;
         valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
-        int8_t* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
+        T* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
         for (int ic = 0; ic < p.in_c; ++ic) {
           for (int m = 0; m < p.depth_multiplier; ++m) {
             const int oc = m + ic * p.depth_multiplier;
-            int32_t acc = 0;
+            typename P::Acc acc = 0;
             for (int fy = fy0; fy < fy1; ++fy) {
               const int iy = in_y0 + p.dil_h * fy;
-              const int8_t* in_row = input + ((b * p.in_h + iy) * p.in_w) * p.in_c + ic;
-              const int8_t* w_row = filter + fy * p.filter_w * p.out_c + oc;
+              const T* in_row = input + ((b * p.in_h + iy) * p.in_w) * p.in_c + ic;
+              const T* w_row = filter + fy * p.filter_w * p.out_c + oc;
               for (int fx = fx0; fx < fx1; ++fx) {
                 const int ix = in_x0 + p.dil_w * fx;
-                acc += static_cast<int32_t>(w_row[fx * p.out_c]) *
-                       (static_cast<int32_t>(in_row[ix * p.in_c]) + p.in_offset);
+                acc += pol.weight(w_row[fx * p.out_c]) * pol.input(in_row[ix * p.in_c]);
               }
             }
-            if (bias) acc += bias[oc];
-            acc = mbqm(acc, multiplier[oc], shift[oc]) + p.out_offset;
-            out[oc] = static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+            out[oc] = pol.output(acc, bias, oc, oc);
           }
         }
       }
@@ -182,9 +234,12 @@ static inline void depthwise_conv_s8(const ConvParams& p, const int8_t* input,
    innermost loop runs over contiguous output channels (vectorizable). */
 static const int kBlock = 32;
 
-static inline void conv_hwio_s8(const ConvParams& p, const int8_t* input, const int8_t* filter,
-                                const int32_t* bias, const int32_t* multiplier,
-                                const int32_t* shift, int8_t* output) {
+template <class P>
+static inline void conv_hwio(const ConvParams& p, const P pol, const typename P::Data* input,
+                             const typename P::Data* filter, const typename P::Bias* bias,
+                             typename P::Data* output) {
+  typedef typename P::Data T;
+  typedef typename P::Acc Acc;
   for (int b = 0; b < p.batches; ++b) {
     for (int oy = 0; oy < p.out_h; ++oy) {
       const int in_y0 = oy * p.stride_h - p.pad_h;
@@ -194,42 +249,40 @@ static inline void conv_hwio_s8(const ConvParams& p, const int8_t* input, const 
         const int in_x0 = ox * p.stride_w - p.pad_w;
         int fx0, fx1;
         valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
-        int8_t* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
+        T* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
         for (int oc0 = 0; oc0 < p.out_c; oc0 += kBlock) {
           const int n = p.out_c - oc0 < kBlock ? p.out_c - oc0 : kBlock;
-          int32_t acc[kBlock];
+          Acc acc[kBlock];
           for (int j = 0; j < n; ++j) acc[j] = 0;
           for (int fy = fy0; fy < fy1; ++fy) {
             const int iy = in_y0 + p.dil_h * fy;
             for (int fx = fx0; fx < fx1; ++fx) {
               const int ix = in_x0 + p.dil_w * fx;
-              const int8_t* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c;
-              const int8_t* w = filter + ((fy * p.filter_w + fx) * p.in_c) * p.out_c + oc0;
+              const T* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c;
+              const T* w = filter + ((fy * p.filter_w + fx) * p.in_c) * p.out_c + oc0;
               for (int ic = 0; ic < p.in_c; ++ic) {
-                const int32_t x = static_cast<int32_t>(in[ic]) + p.in_offset;
-                const int8_t* wr = w + ic * p.out_c;
-                for (int j = 0; j < n; ++j) acc[j] += static_cast<int32_t>(wr[j]) * x;
+                const Acc x = pol.input(in[ic]);
+                const T* wr = w + ic * p.out_c;
+                for (int j = 0; j < n; ++j) acc[j] += pol.weight(wr[j]) * x;
               }
             }
           }
-          for (int j = 0; j < n; ++j) {
-            const int oc = oc0 + j;
-            int32_t v = acc[j];
-            if (bias) v += bias[oc];
-            v = mbqm(v, multiplier[oc], shift[oc]) + p.out_offset;
-            out[oc] = static_cast<int8_t>(clamp32(v, p.act_min, p.act_max));
-          }
+          for (int j = 0; j < n; ++j) out[oc0 + j] = pol.output(acc[j], bias, oc0 + j, oc0 + j);
         }
       }
     }
   }
 }
 
-/* Depthwise convolution with depth multiplier 1 (filter[fy][fx][c]). */
-static inline void depthwise_conv_m1_s8(const ConvParams& p, const int8_t* input,
-                                        const int8_t* filter, const int32_t* bias,
-                                        const int32_t* multiplier, const int32_t* shift,
-                                        int8_t* output) {
+/* Depthwise convolution with depth multiplier 1 (filter[fy][fx][c]), in
+   blocks of kBlock channels. */
+template <class P>
+static inline void depthwise_conv_m1(const ConvParams& p, const P pol,
+                                     const typename P::Data* input,
+                                     const typename P::Data* filter,
+                                     const typename P::Bias* bias, typename P::Data* output) {
+  typedef typename P::Data T;
+  typedef typename P::Acc Acc;
   for (int b = 0; b < p.batches; ++b) {
     for (int oy = 0; oy < p.out_h; ++oy) {
       const int in_y0 = oy * p.stride_h - p.pad_h;
@@ -239,63 +292,80 @@ static inline void depthwise_conv_m1_s8(const ConvParams& p, const int8_t* input
         const int in_x0 = ox * p.stride_w - p.pad_w;
         int fx0, fx1;
         valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
-        int8_t* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
+        T* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
         for (int c0 = 0; c0 < p.out_c; c0 += kBlock) {
           const int n = p.out_c - c0 < kBlock ? p.out_c - c0 : kBlock;
-          int32_t acc[kBlock];
+          Acc acc[kBlock];
           for (int j = 0; j < n; ++j) acc[j] = 0;
           for (int fy = fy0; fy < fy1; ++fy) {
             const int iy = in_y0 + p.dil_h * fy;
             for (int fx = fx0; fx < fx1; ++fx) {
               const int ix = in_x0 + p.dil_w * fx;
-              const int8_t* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + c0;
-              const int8_t* w = filter + (fy * p.filter_w + fx) * p.out_c + c0;
-              for (int j = 0; j < n; ++j) {
-                acc[j] += static_cast<int32_t>(w[j]) * (static_cast<int32_t>(in[j]) + p.in_offset);
-              }
+              const T* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + c0;
+              const T* w = filter + (fy * p.filter_w + fx) * p.out_c + c0;
+              for (int j = 0; j < n; ++j) acc[j] += pol.weight(w[j]) * pol.input(in[j]);
             }
           }
-          for (int j = 0; j < n; ++j) {
-            const int oc = c0 + j;
-            int32_t v = acc[j];
-            if (bias) v += bias[oc];
-            v = mbqm(v, multiplier[oc], shift[oc]) + p.out_offset;
-            out[oc] = static_cast<int8_t>(clamp32(v, p.act_min, p.act_max));
-          }
+          for (int j = 0; j < n; ++j) out[c0 + j] = pol.output(acc[j], bias, c0 + j, c0 + j);
         }
       }
     }
   }
 }
 
-static inline void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output) {
-  for (int b = 0; b < p.batches; ++b) {
-    for (int oy = 0; oy < p.out_h; ++oy) {
-      for (int ox = 0; ox < p.out_w; ++ox) {
-        const int in_y0 = oy * p.stride_h - p.pad_h;
-        const int in_x0 = ox * p.stride_w - p.pad_w;
-        const int fy0 = in_y0 < 0 ? -in_y0 : 0;
-        const int fy1 = p.filter_h < p.in_h - in_y0 ? p.filter_h : p.in_h - in_y0;
-        const int fx0 = in_x0 < 0 ? -in_x0 : 0;
-        const int fx1 = p.filter_w < p.in_w - in_x0 ? p.filter_w : p.in_w - in_x0;
-        for (int c = 0; c < p.channels; ++c) {
-          int32_t best = -128;
-          for (int fy = fy0; fy < fy1; ++fy) {
-            for (int fx = fx0; fx < fx1; ++fx) {
-              const int32_t v =
-                  input[((b * p.in_h + in_y0 + fy) * p.in_w + in_x0 + fx) * p.channels + c];
-              if (v > best) best = v;
-            }
-          }
-          output[((b * p.out_h + oy) * p.out_w + ox) * p.channels + c] =
-              static_cast<int8_t>(clamp32(best, p.act_min, p.act_max));
-        }
-      }
-    }
+/* Pooling operations: init(), step(acc, v) per window element, output(p,
+   acc, count) with count the number of valid window elements. */
+struct MaxPoolS8 {
+  typedef int8_t Data;
+  typedef int32_t Acc;
+  static Acc init() { return -128; }
+  static void step(Acc& acc, Acc v) {
+    if (v > acc) acc = v;
   }
-}
+  static int8_t output(const PoolParams& p, Acc acc, int /* count */) {
+    return static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+  }
+};
 
-static inline void average_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output) {
+struct AveragePoolS8 {
+  typedef int8_t Data;
+  typedef int32_t Acc;
+  static Acc init() { return 0; }
+  static void step(Acc& acc, Acc v) { acc += v; }
+  static int8_t output(const PoolParams& p, Acc acc, int count) {
+    if (count > 0) {
+      acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+    }
+    return static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+  }
+};
+
+struct MaxPoolF32 {
+  typedef float Data;
+  typedef float Acc;
+  static Acc init() { return -3.402823466e+38f; }
+  static void step(Acc& acc, Acc v) {
+    if (v > acc) acc = v;
+  }
+  static float output(const PoolParams& p, Acc acc, int /* count */) {
+    return clampf(acc, p.fact_min, p.fact_max);
+  }
+};
+
+struct AveragePoolF32 {
+  typedef float Data;
+  typedef float Acc;
+  static Acc init() { return 0.f; }
+  static void step(Acc& acc, Acc v) { acc += v; }
+  static float output(const PoolParams& p, Acc acc, int count) {
+    if (count > 0) acc /= static_cast<float>(count);
+    return clampf(acc, p.fact_min, p.fact_max);
+  }
+};
+
+template <class Op>
+static inline void pool(const PoolParams& p, const typename Op::Data* input,
+                        typename Op::Data* output) {
   for (int b = 0; b < p.batches; ++b) {
     for (int oy = 0; oy < p.out_h; ++oy) {
       for (int ox = 0; ox < p.out_w; ++ox) {
@@ -307,21 +377,108 @@ static inline void average_pool_s8(const PoolParams& p, const int8_t* input, int
         const int fx1 = p.filter_w < p.in_w - in_x0 ? p.filter_w : p.in_w - in_x0;
         const int count = (fy1 - fy0) * (fx1 - fx0);
         for (int c = 0; c < p.channels; ++c) {
-          int32_t acc = 0;
+          typename Op::Acc acc = Op::init();
           for (int fy = fy0; fy < fy1; ++fy) {
             for (int fx = fx0; fx < fx1; ++fx) {
-              acc += input[((b * p.in_h + in_y0 + fy) * p.in_w + in_x0 + fx) * p.channels + c];
+              const typename Op::Acc v =
+                  input[((b * p.in_h + in_y0 + fy) * p.in_w + in_x0 + fx) * p.channels + c];
+              Op::step(acc, v);
             }
           }
-          if (count > 0) {
-            acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
-          }
-          output[((b * p.out_h + oy) * p.out_w + ox) * p.channels + c] =
-              static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
+          output[((b * p.out_h + oy) * p.out_w + ox) * p.channels + c] = Op::output(p, acc, count);
         }
       }
     }
   }
+}
+
+/* Element-wise binary operation with broadcasting: output[o] = f(a, b) for
+   each output element o in order, a and b the input elements it reads. */
+template <class T, class F>
+static inline void broadcast_binary(const AddParams& p, const T* in1, const T* in2, T* output,
+                                    F f) {
+  int o = 0;
+  for (int d0 = 0; d0 < p.dims[0]; ++d0) {
+    for (int d1 = 0; d1 < p.dims[1]; ++d1) {
+      for (int d2 = 0; d2 < p.dims[2]; ++d2) {
+        const int base1 = d0 * p.stride1[0] + d1 * p.stride1[1] + d2 * p.stride1[2];
+        const int base2 = d0 * p.stride2[0] + d1 * p.stride2[1] + d2 * p.stride2[2];
+        for (int d3 = 0; d3 < p.dims[3]; ++d3, ++o) {
+          output[o] = f(in1[base1 + d3 * p.stride1[3]], in2[base2 + d3 * p.stride2[3]]);
+        }
+      }
+    }
+  }
+}
+
+/* Reduction for MEAN: calls finish(o, sum) for each output element o in
+   order, sum (type Acc) the sum of the input elements reduced into it. */
+template <class Acc, class T, class F>
+static inline void reduce_sum(const MeanParams& p, const T* input, F finish) {
+  const int* d = p.in_dims;
+  const int o0 = p.reduce[0] ? 1 : d[0], o1 = p.reduce[1] ? 1 : d[1];
+  const int o2 = p.reduce[2] ? 1 : d[2], o3 = p.reduce[3] ? 1 : d[3];
+  int o = 0;
+  for (int a = 0; a < o0; ++a)
+    for (int b = 0; b < o1; ++b)
+      for (int c = 0; c < o2; ++c)
+        for (int e = 0; e < o3; ++e, ++o) {
+          Acc sum = 0;
+          for (int i0 = p.reduce[0] ? 0 : a; i0 < (p.reduce[0] ? d[0] : a + 1); ++i0)
+            for (int i1 = p.reduce[1] ? 0 : b; i1 < (p.reduce[1] ? d[1] : b + 1); ++i1)
+              for (int i2 = p.reduce[2] ? 0 : c; i2 < (p.reduce[2] ? d[2] : c + 1); ++i2)
+                for (int i3 = p.reduce[3] ? 0 : e; i3 < (p.reduce[3] ? d[3] : e + 1); ++i3)
+                  sum += input[((i0 * d[1] + i1) * d[2] + i2) * d[3] + i3];
+          finish(o, sum);
+        }
+}
+
+/* ---------------------------------------------------------------- int8 */
+
+static inline void fully_connected_s8(const FcParams& p, const int8_t* input,
+                                      const int8_t* filter, const int32_t* bias,
+                                      const int32_t* multiplier, const int32_t* shift,
+                                      int8_t* output) {
+  fully_connected(p, S8FcPolicy(p, multiplier, shift), input, filter, bias, output);
+}
+
+static inline S8Policy conv_policy_s8(const ConvParams& p, const int32_t* multiplier,
+                                      const int32_t* shift) {
+  return S8Policy(p.in_offset, p.out_offset, p.act_min, p.act_max, multiplier, shift);
+}
+
+static inline void conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter,
+                           const int32_t* bias, const int32_t* multiplier,
+                           const int32_t* shift, int8_t* output) {
+  conv(p, conv_policy_s8(p, multiplier, shift), input, filter, bias, output);
+}
+
+static inline void depthwise_conv_s8(const ConvParams& p, const int8_t* input,
+                                     const int8_t* filter, const int32_t* bias,
+                                     const int32_t* multiplier, const int32_t* shift,
+                                     int8_t* output) {
+  depthwise_conv(p, conv_policy_s8(p, multiplier, shift), input, filter, bias, output);
+}
+
+static inline void conv_hwio_s8(const ConvParams& p, const int8_t* input, const int8_t* filter,
+                                const int32_t* bias, const int32_t* multiplier,
+                                const int32_t* shift, int8_t* output) {
+  conv_hwio(p, conv_policy_s8(p, multiplier, shift), input, filter, bias, output);
+}
+
+static inline void depthwise_conv_m1_s8(const ConvParams& p, const int8_t* input,
+                                        const int8_t* filter, const int32_t* bias,
+                                        const int32_t* multiplier, const int32_t* shift,
+                                        int8_t* output) {
+  depthwise_conv_m1(p, conv_policy_s8(p, multiplier, shift), input, filter, bias, output);
+}
+
+static inline void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output) {
+  pool<MaxPoolS8>(p, input, output);
+}
+
+static inline void average_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output) {
+  pool<AveragePoolS8>(p, input, output);
 }
 
 /* Softmax over the last dimension; output scale 1/256, zero point -128. */
@@ -392,22 +549,10 @@ static inline int8_t add_one_s8(int8_t x, int8_t y, const AddParams& p) {
 
 static inline void add_s8(const AddParams& p, const int8_t* in1, const int8_t* in2,
                           int8_t* output) {
-  int o = 0;
-  for (int d0 = 0; d0 < p.dims[0]; ++d0) {
-    for (int d1 = 0; d1 < p.dims[1]; ++d1) {
-      for (int d2 = 0; d2 < p.dims[2]; ++d2) {
-        const int base1 = d0 * p.stride1[0] + d1 * p.stride1[1] + d2 * p.stride1[2];
-        const int base2 = d0 * p.stride2[0] + d1 * p.stride2[1] + d2 * p.stride2[2];
-        for (int d3 = 0; d3 < p.dims[3]; ++d3, ++o) {
-          output[o] = add_one_s8(in1[base1 + d3 * p.stride1[3]], in2[base2 + d3 * p.stride2[3]], p);
-        }
-      }
-    }
-  }
+  broadcast_binary(p, in1, in2, output, [&p](int8_t x, int8_t y) { return add_one_s8(x, y, p); });
 }
 
 static inline void mean_s8(const MeanParams& p, const int8_t* input, int8_t* output) {
-  const int* d = p.in_dims;
   int32_t multiplier = p.multiplier;
   int shift = p.shift;
   if (!p.same_quant) {
@@ -418,27 +563,15 @@ static inline void mean_s8(const MeanParams& p, const int8_t* input, int8_t* out
     multiplier = static_cast<int32_t>((static_cast<int64_t>(multiplier) << s) / p.count);
     shift = shift - s;
   }
-  const int o0 = p.reduce[0] ? 1 : d[0], o1 = p.reduce[1] ? 1 : d[1];
-  const int o2 = p.reduce[2] ? 1 : d[2], o3 = p.reduce[3] ? 1 : d[3];
-  int o = 0;
-  for (int a = 0; a < o0; ++a)
-    for (int b = 0; b < o1; ++b)
-      for (int c = 0; c < o2; ++c)
-        for (int e = 0; e < o3; ++e, ++o) {
-          int32_t sum = 0;
-          for (int i0 = p.reduce[0] ? 0 : a; i0 < (p.reduce[0] ? d[0] : a + 1); ++i0)
-            for (int i1 = p.reduce[1] ? 0 : b; i1 < (p.reduce[1] ? d[1] : b + 1); ++i1)
-              for (int i2 = p.reduce[2] ? 0 : c; i2 < (p.reduce[2] ? d[2] : c + 1); ++i2)
-                for (int i3 = p.reduce[3] ? 0 : e; i3 < (p.reduce[3] ? d[3] : e + 1); ++i3)
-                  sum += input[((i0 * d[1] + i1) * d[2] + i2) * d[3] + i3];
-          if (p.same_quant) {
-            output[o] = static_cast<int8_t>(sum / p.count);
-          } else {
-            const int32_t shifted = sum - p.in_zp * p.count;
-            const int32_t v = mbqm(shifted, multiplier, shift) + p.out_zp;
-            output[o] = static_cast<int8_t>(clamp32(v, -128, 127));
-          }
-        }
+  reduce_sum<int32_t>(p, input, [&](int o, int32_t sum) {
+    if (p.same_quant) {
+      output[o] = static_cast<int8_t>(sum / p.count);
+    } else {
+      const int32_t shifted = sum - p.in_zp * p.count;
+      const int32_t v = mbqm(shifted, multiplier, shift) + p.out_zp;
+      output[o] = static_cast<int8_t>(clamp32(v, -128, 127));
+    }
+  });
 }
 
 static inline void quantize_f32_s8(const float* input, int8_t* output, int n, float scale,
@@ -468,204 +601,35 @@ static inline void dequantize_s8_f32(const int8_t* input, float* output, int n, 
 
 static inline void fully_connected_f32(const FcParams& p, const float* input, const float* filter,
                                        const float* bias, float* output) {
-  for (int b = 0; b < p.batches; ++b) {
-    const float* in = input + b * p.in_depth;
-    for (int oc = 0; oc < p.out_depth; ++oc) {
-      const float* w = filter + oc * p.in_depth;
-      float acc = 0.f;
-      for (int d = 0; d < p.in_depth; ++d) acc += w[d] * in[d];
-      if (bias) acc += bias[oc];
-      output[b * p.out_depth + oc] = clampf(acc, p.fact_min, p.fact_max);
-    }
-  }
+  fully_connected(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
 }
 
 static inline void conv_f32(const ConvParams& p, const float* input, const float* filter,
                             const float* bias, float* output) {
-  const int groups = p.in_c / p.filter_in_c;
-  const int filters_per_group = p.out_c / groups;
-  for (int b = 0; b < p.batches; ++b) {
-    for (int oy = 0; oy < p.out_h; ++oy) {
-      const int in_y0 = oy * p.stride_h - p.pad_h;
-      int fy0, fy1;
-      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
-      for (int ox = 0; ox < p.out_w; ++ox) {
-        const int in_x0 = ox * p.stride_w - p.pad_w;
-        int fx0, fx1;
-        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
-        float* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
-        for (int oc = 0; oc < p.out_c; ++oc) {
-          const int group = groups == 1 ? 0 : oc / filters_per_group;
-          float acc = 0.f;
-          for (int fy = fy0; fy < fy1; ++fy) {
-            const int iy = in_y0 + p.dil_h * fy;
-            for (int fx = fx0; fx < fx1; ++fx) {
-              const int ix = in_x0 + p.dil_w * fx;
-              const float* in =
-                  input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + group * p.filter_in_c;
-              const float* w = filter + ((oc * p.filter_h + fy) * p.filter_w + fx) * p.filter_in_c;
-              for (int ic = 0; ic < p.filter_in_c; ++ic) {
-                acc += w[ic] * in[ic];
-              }
-            }
-          }
-          if (bias) acc += bias[oc];
-          out[oc] = clampf(acc, p.fact_min, p.fact_max);
-        }
-      }
-    }
-  }
+  conv(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
 }
 
 static inline void depthwise_conv_f32(const ConvParams& p, const float* input, const float* filter,
                                       const float* bias, float* output) {
-  for (int b = 0; b < p.batches; ++b) {
-    for (int oy = 0; oy < p.out_h; ++oy) {
-      const int in_y0 = oy * p.stride_h - p.pad_h;
-      int fy0, fy1;
-      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
-      for (int ox = 0; ox < p.out_w; ++ox) {
-        const int in_x0 = ox * p.stride_w - p.pad_w;
-        int fx0, fx1;
-        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
-        float* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
-        for (int ic = 0; ic < p.in_c; ++ic) {
-          for (int m = 0; m < p.depth_multiplier; ++m) {
-            const int oc = m + ic * p.depth_multiplier;
-            float acc = 0.f;
-            for (int fy = fy0; fy < fy1; ++fy) {
-              const int iy = in_y0 + p.dil_h * fy;
-              const float* in_row = input + ((b * p.in_h + iy) * p.in_w) * p.in_c + ic;
-              const float* w_row = filter + fy * p.filter_w * p.out_c + oc;
-              for (int fx = fx0; fx < fx1; ++fx) {
-                const int ix = in_x0 + p.dil_w * fx;
-                acc += w_row[fx * p.out_c] * in_row[ix * p.in_c];
-              }
-            }
-            if (bias) acc += bias[oc];
-            out[oc] = clampf(acc, p.fact_min, p.fact_max);
-          }
-        }
-      }
-    }
-  }
+  depthwise_conv(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
 }
 
-/* Convolution with HWIO weights (filter[fy][fx][ic][oc]), groups == 1: output
-   channels are accumulated in blocks of kBlock in a small stack array so the
-   innermost loop runs over contiguous output channels (vectorizable). */
 static inline void conv_hwio_f32(const ConvParams& p, const float* input, const float* filter,
                                  const float* bias, float* output) {
-  for (int b = 0; b < p.batches; ++b) {
-    for (int oy = 0; oy < p.out_h; ++oy) {
-      const int in_y0 = oy * p.stride_h - p.pad_h;
-      int fy0, fy1;
-      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
-      for (int ox = 0; ox < p.out_w; ++ox) {
-        const int in_x0 = ox * p.stride_w - p.pad_w;
-        int fx0, fx1;
-        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
-        float* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
-        for (int oc0 = 0; oc0 < p.out_c; oc0 += kBlock) {
-          const int n = p.out_c - oc0 < kBlock ? p.out_c - oc0 : kBlock;
-          float acc[kBlock];
-          for (int j = 0; j < n; ++j) acc[j] = 0.f;
-          for (int fy = fy0; fy < fy1; ++fy) {
-            const int iy = in_y0 + p.dil_h * fy;
-            for (int fx = fx0; fx < fx1; ++fx) {
-              const int ix = in_x0 + p.dil_w * fx;
-              const float* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c;
-              const float* w = filter + ((fy * p.filter_w + fx) * p.in_c) * p.out_c + oc0;
-              for (int ic = 0; ic < p.in_c; ++ic) {
-                const float x = in[ic];
-                const float* wr = w + ic * p.out_c;
-                for (int j = 0; j < n; ++j) acc[j] += wr[j] * x;
-              }
-            }
-          }
-          for (int j = 0; j < n; ++j) {
-            const int oc = oc0 + j;
-            float v = acc[j];
-            if (bias) v += bias[oc];
-            out[oc] = clampf(v, p.fact_min, p.fact_max);
-          }
-        }
-      }
-    }
-  }
+  conv_hwio(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
 }
 
-/* Depthwise convolution with depth multiplier 1 (filter[fy][fx][c]). */
 static inline void depthwise_conv_m1_f32(const ConvParams& p, const float* input,
                                          const float* filter, const float* bias,
                                          float* output) {
-  for (int b = 0; b < p.batches; ++b) {
-    for (int oy = 0; oy < p.out_h; ++oy) {
-      const int in_y0 = oy * p.stride_h - p.pad_h;
-      int fy0, fy1;
-      valid_taps(in_y0, p.dil_h, p.filter_h, p.in_h, &fy0, &fy1);
-      for (int ox = 0; ox < p.out_w; ++ox) {
-        const int in_x0 = ox * p.stride_w - p.pad_w;
-        int fx0, fx1;
-        valid_taps(in_x0, p.dil_w, p.filter_w, p.in_w, &fx0, &fx1);
-        float* out = output + ((b * p.out_h + oy) * p.out_w + ox) * p.out_c;
-        for (int c0 = 0; c0 < p.out_c; c0 += kBlock) {
-          const int n = p.out_c - c0 < kBlock ? p.out_c - c0 : kBlock;
-          float acc[kBlock];
-          for (int j = 0; j < n; ++j) acc[j] = 0.f;
-          for (int fy = fy0; fy < fy1; ++fy) {
-            const int iy = in_y0 + p.dil_h * fy;
-            for (int fx = fx0; fx < fx1; ++fx) {
-              const int ix = in_x0 + p.dil_w * fx;
-              const float* in = input + ((b * p.in_h + iy) * p.in_w + ix) * p.in_c + c0;
-              const float* w = filter + (fy * p.filter_w + fx) * p.out_c + c0;
-              for (int j = 0; j < n; ++j) {
-                acc[j] += w[j] * in[j];
-              }
-            }
-          }
-          for (int j = 0; j < n; ++j) {
-            const int oc = c0 + j;
-            float v = acc[j];
-            if (bias) v += bias[oc];
-            out[oc] = clampf(v, p.fact_min, p.fact_max);
-          }
-        }
-      }
-    }
-  }
+  depthwise_conv_m1(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
 }
 
 static inline void pool_f32(const PoolParams& p, const float* input, float* output, bool is_max) {
-  for (int b = 0; b < p.batches; ++b) {
-    for (int oy = 0; oy < p.out_h; ++oy) {
-      for (int ox = 0; ox < p.out_w; ++ox) {
-        const int in_y0 = oy * p.stride_h - p.pad_h;
-        const int in_x0 = ox * p.stride_w - p.pad_w;
-        const int fy0 = in_y0 < 0 ? -in_y0 : 0;
-        const int fy1 = p.filter_h < p.in_h - in_y0 ? p.filter_h : p.in_h - in_y0;
-        const int fx0 = in_x0 < 0 ? -in_x0 : 0;
-        const int fx1 = p.filter_w < p.in_w - in_x0 ? p.filter_w : p.in_w - in_x0;
-        const int count = (fy1 - fy0) * (fx1 - fx0);
-        for (int c = 0; c < p.channels; ++c) {
-          float acc = is_max ? -3.402823466e+38f : 0.f;
-          for (int fy = fy0; fy < fy1; ++fy) {
-            for (int fx = fx0; fx < fx1; ++fx) {
-              const float v =
-                  input[((b * p.in_h + in_y0 + fy) * p.in_w + in_x0 + fx) * p.channels + c];
-              if (is_max) {
-                if (v > acc) acc = v;
-              } else {
-                acc += v;
-              }
-            }
-          }
-          if (!is_max && count > 0) acc /= static_cast<float>(count);
-          output[((b * p.out_h + oy) * p.out_w + ox) * p.channels + c] =
-              clampf(acc, p.fact_min, p.fact_max);
-        }
-      }
-    }
+  if (is_max) {
+    pool<MaxPoolF32>(p, input, output);
+  } else {
+    pool<AveragePoolF32>(p, input, output);
   }
 }
 
@@ -693,38 +657,13 @@ static inline void logistic_f32(const float* input, float* output, int n) {
 }
 
 static inline void add_f32(const AddParams& p, const float* in1, const float* in2, float* output) {
-  int o = 0;
-  for (int d0 = 0; d0 < p.dims[0]; ++d0) {
-    for (int d1 = 0; d1 < p.dims[1]; ++d1) {
-      for (int d2 = 0; d2 < p.dims[2]; ++d2) {
-        const int base1 = d0 * p.stride1[0] + d1 * p.stride1[1] + d2 * p.stride1[2];
-        const int base2 = d0 * p.stride2[0] + d1 * p.stride2[1] + d2 * p.stride2[2];
-        for (int d3 = 0; d3 < p.dims[3]; ++d3, ++o) {
-          output[o] = clampf(in1[base1 + d3 * p.stride1[3]] + in2[base2 + d3 * p.stride2[3]],
-                             p.fact_min, p.fact_max);
-        }
-      }
-    }
-  }
+  broadcast_binary(p, in1, in2, output,
+                   [&p](float x, float y) { return clampf(x + y, p.fact_min, p.fact_max); });
 }
 
 static inline void mean_f32(const MeanParams& p, const float* input, float* output) {
-  const int* d = p.in_dims;
-  const int o0 = p.reduce[0] ? 1 : d[0], o1 = p.reduce[1] ? 1 : d[1];
-  const int o2 = p.reduce[2] ? 1 : d[2], o3 = p.reduce[3] ? 1 : d[3];
-  int o = 0;
-  for (int a = 0; a < o0; ++a)
-    for (int b = 0; b < o1; ++b)
-      for (int c = 0; c < o2; ++c)
-        for (int e = 0; e < o3; ++e, ++o) {
-          float sum = 0.f;
-          for (int i0 = p.reduce[0] ? 0 : a; i0 < (p.reduce[0] ? d[0] : a + 1); ++i0)
-            for (int i1 = p.reduce[1] ? 0 : b; i1 < (p.reduce[1] ? d[1] : b + 1); ++i1)
-              for (int i2 = p.reduce[2] ? 0 : c; i2 < (p.reduce[2] ? d[2] : c + 1); ++i2)
-                for (int i3 = p.reduce[3] ? 0 : e; i3 < (p.reduce[3] ? d[3] : e + 1); ++i3)
-                  sum += input[((i0 * d[1] + i1) * d[2] + i2) * d[3] + i3];
-          output[o] = sum / static_cast<float>(p.count);
-        }
+  reduce_sum<float>(p, input,
+                    [&](int o, float sum) { output[o] = sum / static_cast<float>(p.count); });
 }
 
 }  // namespace el
