@@ -21,56 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeloop.deploy import convert, verify
+from edgeloop.deploy import convert, reference_models, verify
 from edgeloop.deploy.build import build_library
 
 
 def train(root: Path) -> dict[str, dict[str, Any]]:
-    from sklearn.datasets import load_digits, load_wine
-    from sklearn.preprocessing import StandardScaler
-
-    convert.quiet_tensorflow()
-    import keras
-
-    keras.utils.set_random_seed(0)
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
-    y = digits.target.astype("int64")
-    np.savez(root / "digits.npz", x=x[:1400], y=y[:1400], x_test=x[1400:], y_test=y[1400:])
-    cnn = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(16, 3, padding="valid", activation="relu"),
-        keras.layers.AveragePooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    cnn.compile("adam", "sparse_categorical_crossentropy")
-    cnn.fit(x[:1400], y[:1400], epochs=25, batch_size=32, verbose=0)
-    cnn.save(root / "cnn.keras")
-
-    wine = load_wine()
-    xw = StandardScaler().fit_transform(wine.data).astype("float32")
-    yw = wine.target.astype("int64")
-    order = np.random.default_rng(0).permutation(len(xw))
-    xw, yw = xw[order], yw[order]
-    np.savez(root / "wine.npz", x=xw[:140], y=yw[:140], x_test=xw[140:], y_test=yw[140:])
-    dense = keras.Sequential([
-        keras.Input((13,)),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
-    dense.compile("adam", "sparse_categorical_crossentropy")
-    dense.fit(xw[:140], yw[:140], epochs=60, verbose=0)
-    dense.save(root / "dense.keras")
+    reference_models.seeded_keras(0)
+    digits = reference_models.digits_dataset(root)
+    cnn = reference_models.train_digits_cnn(digits, root / "cnn.keras")
+    wine = reference_models.wine_dataset(root)
+    dense = reference_models.train_wine_dense(wine, root / "dense.keras")
     return {
-        "cnn": {"model": root / "cnn.keras", "data": root / "digits.npz",
-                "labels": [str(i) for i in range(10)]},
-        "dense": {"model": root / "dense.keras", "data": root / "wine.npz",
-                  "labels": ["class_0", "class_1", "class_2"]},
+        "cnn": {"model": cnn, "data": digits.path, "labels": reference_models.DIGITS_LABELS},
+        "dense": {"model": dense, "data": wine.path, "labels": reference_models.WINE_LABELS},
     }
 
 

@@ -16,51 +16,28 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edgeloop.deploy import codegen, convert, package, tflite_graph, verify
+from edgeloop.deploy import codegen, convert, package, reference_models, tflite_graph, verify
 from edgeloop.deploy.build import build_library
 from edgeloop.errors import DeployError
 
 pytestmark = pytest.mark.slow
 
-DIGITS = [str(i) for i in range(10)]
+DIGITS = reference_models.DIGITS_LABELS
 
 
 def _keras() -> Any:
-    convert.quiet_tensorflow()
-    import keras
-
-    return keras
+    return reference_models.keras_module()
 
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """Train the CNN (digits 8x8x1), the dense net (wine, tabular) and an op-coverage net."""
-    from sklearn.datasets import load_digits, load_wine
-    from sklearn.preprocessing import StandardScaler
-
-    keras = _keras()
     root = tmp_path_factory.mktemp("deploy-models")
-    keras.utils.set_random_seed(0)
+    keras = reference_models.seeded_keras(0)
 
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
-    y = digits.target.astype("int64")
-    xd, yd, xt, yt = x[:1400], y[:1400], x[1400:], y[1400:]
-    np.savez(root / "digits.npz", x=xd, y=yd, x_test=xt, y_test=yt)
-
-    cnn = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(16, 3, padding="valid", activation="relu"),
-        keras.layers.AveragePooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    cnn.compile("adam", "sparse_categorical_crossentropy")
-    cnn.fit(xd, yd, epochs=25, batch_size=32, verbose=0)
-    cnn.save(root / "cnn.keras")
+    digits = reference_models.digits_dataset(root)
+    xd, yd, xt, yt = digits.x, digits.y, digits.x_test, digits.y_test
+    reference_models.train_digits_cnn(digits, root / "cnn.keras")
 
     inp = keras.Input((8, 8, 1))
     a = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
@@ -96,21 +73,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
     mixed.fit(xm, ym, epochs=2, verbose=0)
     mixed.save(root / "mixed.keras")
 
-    wine = load_wine()
-    xw = StandardScaler().fit_transform(wine.data).astype("float32")
-    yw = wine.target.astype("int64")
-    order = np.random.default_rng(0).permutation(len(xw))
-    xw, yw = xw[order], yw[order]
-    np.savez(root / "wine.npz", x=xw[:140], y=yw[:140], x_test=xw[140:], y_test=yw[140:])
-    dense = keras.Sequential([
-        keras.Input((13,)),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
-    dense.compile("adam", "sparse_categorical_crossentropy")
-    dense.fit(xw[:140], yw[:140], epochs=60, verbose=0)
-    dense.save(root / "dense.keras")
+    wine = reference_models.wine_dataset(root)
+    reference_models.train_wine_dense(wine, root / "dense.keras")
 
     return {
         "cnn": {"model": root / "cnn.keras", "data": root / "digits.npz", "labels": DIGITS,
@@ -120,8 +84,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
         "mixed": {"model": root / "mixed.keras", "data": root / "mixed.npz",
                   "labels": ["a", "b", "c", "d"], "x_test": xm[240:], "y_test": ym[240:]},
         "dense": {"model": root / "dense.keras", "data": root / "wine.npz",
-                  "labels": ["class_0", "class_1", "class_2"], "x_test": xw[140:],
-                  "y_test": yw[140:]},
+                  "labels": reference_models.WINE_LABELS, "x_test": wine.x_test,
+                  "y_test": wine.y_test},
     }
 
 
