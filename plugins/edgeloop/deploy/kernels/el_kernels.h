@@ -91,53 +91,52 @@ static inline void valid_taps(int origin, int dil, int taps, int size, int* lo, 
  * instructions.) */
 
 /* int8: int32 accumulation of w * (x + in_offset); then bias, requantization
-   by multiplier[q] / shift[q], output zero point and clamp. */
+   by multiplier[q] / shift[q], output zero point and clamp. Offsets and
+   bounds are read from the kernel's parameters (ConvParams or FcParams). */
+template <class Params>
 struct S8Policy {
   typedef int8_t Data;
   typedef int32_t Acc;
   typedef int32_t Bias;
-  int32_t in_offset, out_offset, act_min, act_max;
+  const Params& p;
   const int32_t* multiplier;
   const int32_t* shift;
-  S8Policy(int32_t in_off, int32_t out_off, int32_t lo, int32_t hi, const int32_t* mult,
-           const int32_t* sh)
-      : in_offset(in_off), out_offset(out_off), act_min(lo), act_max(hi), multiplier(mult),
-        shift(sh) {}
-  Acc input(int8_t x) const { return static_cast<int32_t>(x) + in_offset; }
+  S8Policy(const Params& params, const int32_t* mult, const int32_t* sh)
+      : p(params), multiplier(mult), shift(sh) {}
+  Acc input(int8_t x) const { return static_cast<int32_t>(x) + p.in_offset; }
   Acc weight(int8_t w) const { return static_cast<int32_t>(w); }
   int8_t output(Acc acc, const int32_t* bias, int oc, int q) const {
     if (bias) acc += bias[oc];
-    acc = mbqm(acc, multiplier[q], shift[q]) + out_offset;
-    return static_cast<int8_t>(clamp32(acc, act_min, act_max));
+    acc = mbqm(acc, multiplier[q], shift[q]) + p.out_offset;
+    return static_cast<int8_t>(clamp32(acc, p.act_min, p.act_max));
   }
 };
 
 /* int8 fully connected: (w + filter_offset) * (x + in_offset). */
-struct S8FcPolicy : S8Policy {
-  int32_t filter_offset;
-  S8FcPolicy(const FcParams& p, const int32_t* mult, const int32_t* sh)
-      : S8Policy(p.in_offset, p.out_offset, p.act_min, p.act_max, mult, sh),
-        filter_offset(p.filter_offset) {}
-  Acc weight(int8_t w) const { return static_cast<int32_t>(w) + filter_offset; }
+struct S8FcPolicy : S8Policy<FcParams> {
+  S8FcPolicy(const FcParams& params, const int32_t* mult, const int32_t* sh)
+      : S8Policy<FcParams>(params, mult, sh) {}
+  Acc weight(int8_t w) const { return static_cast<int32_t>(w) + p.filter_offset; }
 };
 
 /* float32: float accumulation of w * x; then bias and activation clamp. */
+template <class Params>
 struct F32Policy {
   typedef float Data;
   typedef float Acc;
   typedef float Bias;
-  float act_min, act_max;
-  F32Policy(float lo, float hi) : act_min(lo), act_max(hi) {}
+  const Params& p;
+  explicit F32Policy(const Params& params) : p(params) {}
   Acc input(float x) const { return x; }
   Acc weight(float w) const { return w; }
   float output(Acc acc, const float* bias, int oc, int /* q */) const {
     if (bias) acc += bias[oc];
-    return clampf(acc, act_min, act_max);
+    return clampf(acc, p.fact_min, p.fact_max);
   }
 };
 
 template <class P>
-static inline void fully_connected(const FcParams& p, const P pol,
+static inline void fully_connected(const FcParams& p, const P& pol,
                                    const typename P::Data* input,
                                    const typename P::Data* filter,
                                    const typename P::Bias* bias, typename P::Data* output) {
@@ -154,7 +153,7 @@ static inline void fully_connected(const FcParams& p, const P pol,
 
 /* Convolution with OHWI weights (filter[oc][fy][fx][ic]), any groups. */
 template <class P>
-static inline void conv(const ConvParams& p, const P pol, const typename P::Data* input,
+static inline void conv(const ConvParams& p, const P& pol, const typename P::Data* input,
                         const typename P::Data* filter, const typename P::Bias* bias,
                         typename P::Data* output) {
   typedef typename P::Data T;
@@ -194,7 +193,7 @@ static inline void conv(const ConvParams& p, const P pol, const typename P::Data
 
 /* Depthwise convolution, any depth multiplier (filter[fy][fx][oc]). */
 template <class P>
-static inline void depthwise_conv(const ConvParams& p, const P pol,
+static inline void depthwise_conv(const ConvParams& p, const P& pol,
                                   const typename P::Data* input, const typename P::Data* filter,
                                   const typename P::Bias* bias, typename P::Data* output) {
   typedef typename P::Data T;
@@ -235,7 +234,7 @@ static inline void depthwise_conv(const ConvParams& p, const P pol,
 static const int kBlock = 32;
 
 template <class P>
-static inline void conv_hwio(const ConvParams& p, const P pol, const typename P::Data* input,
+static inline void conv_hwio(const ConvParams& p, const P& pol, const typename P::Data* input,
                              const typename P::Data* filter, const typename P::Bias* bias,
                              typename P::Data* output) {
   typedef typename P::Data T;
@@ -277,7 +276,7 @@ static inline void conv_hwio(const ConvParams& p, const P pol, const typename P:
 /* Depthwise convolution with depth multiplier 1 (filter[fy][fx][c]), in
    blocks of kBlock channels. */
 template <class P>
-static inline void depthwise_conv_m1(const ConvParams& p, const P pol,
+static inline void depthwise_conv_m1(const ConvParams& p, const P& pol,
                                      const typename P::Data* input,
                                      const typename P::Data* filter,
                                      const typename P::Bias* bias, typename P::Data* output) {
@@ -442,35 +441,30 @@ static inline void fully_connected_s8(const FcParams& p, const int8_t* input,
   fully_connected(p, S8FcPolicy(p, multiplier, shift), input, filter, bias, output);
 }
 
-static inline S8Policy conv_policy_s8(const ConvParams& p, const int32_t* multiplier,
-                                      const int32_t* shift) {
-  return S8Policy(p.in_offset, p.out_offset, p.act_min, p.act_max, multiplier, shift);
-}
-
 static inline void conv_s8(const ConvParams& p, const int8_t* input, const int8_t* filter,
                            const int32_t* bias, const int32_t* multiplier,
                            const int32_t* shift, int8_t* output) {
-  conv(p, conv_policy_s8(p, multiplier, shift), input, filter, bias, output);
+  conv(p, S8Policy<ConvParams>(p, multiplier, shift), input, filter, bias, output);
 }
 
 static inline void depthwise_conv_s8(const ConvParams& p, const int8_t* input,
                                      const int8_t* filter, const int32_t* bias,
                                      const int32_t* multiplier, const int32_t* shift,
                                      int8_t* output) {
-  depthwise_conv(p, conv_policy_s8(p, multiplier, shift), input, filter, bias, output);
+  depthwise_conv(p, S8Policy<ConvParams>(p, multiplier, shift), input, filter, bias, output);
 }
 
 static inline void conv_hwio_s8(const ConvParams& p, const int8_t* input, const int8_t* filter,
                                 const int32_t* bias, const int32_t* multiplier,
                                 const int32_t* shift, int8_t* output) {
-  conv_hwio(p, conv_policy_s8(p, multiplier, shift), input, filter, bias, output);
+  conv_hwio(p, S8Policy<ConvParams>(p, multiplier, shift), input, filter, bias, output);
 }
 
 static inline void depthwise_conv_m1_s8(const ConvParams& p, const int8_t* input,
                                         const int8_t* filter, const int32_t* bias,
                                         const int32_t* multiplier, const int32_t* shift,
                                         int8_t* output) {
-  depthwise_conv_m1(p, conv_policy_s8(p, multiplier, shift), input, filter, bias, output);
+  depthwise_conv_m1(p, S8Policy<ConvParams>(p, multiplier, shift), input, filter, bias, output);
 }
 
 static inline void max_pool_s8(const PoolParams& p, const int8_t* input, int8_t* output) {
@@ -601,28 +595,28 @@ static inline void dequantize_s8_f32(const int8_t* input, float* output, int n, 
 
 static inline void fully_connected_f32(const FcParams& p, const float* input, const float* filter,
                                        const float* bias, float* output) {
-  fully_connected(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
+  fully_connected(p, F32Policy<FcParams>(p), input, filter, bias, output);
 }
 
 static inline void conv_f32(const ConvParams& p, const float* input, const float* filter,
                             const float* bias, float* output) {
-  conv(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
+  conv(p, F32Policy<ConvParams>(p), input, filter, bias, output);
 }
 
 static inline void depthwise_conv_f32(const ConvParams& p, const float* input, const float* filter,
                                       const float* bias, float* output) {
-  depthwise_conv(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
+  depthwise_conv(p, F32Policy<ConvParams>(p), input, filter, bias, output);
 }
 
 static inline void conv_hwio_f32(const ConvParams& p, const float* input, const float* filter,
                                  const float* bias, float* output) {
-  conv_hwio(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
+  conv_hwio(p, F32Policy<ConvParams>(p), input, filter, bias, output);
 }
 
 static inline void depthwise_conv_m1_f32(const ConvParams& p, const float* input,
                                          const float* filter, const float* bias,
                                          float* output) {
-  depthwise_conv_m1(p, F32Policy(p.fact_min, p.fact_max), input, filter, bias, output);
+  depthwise_conv_m1(p, F32Policy<ConvParams>(p), input, filter, bias, output);
 }
 
 static inline void pool_f32(const PoolParams& p, const float* input, float* output, bool is_max) {
