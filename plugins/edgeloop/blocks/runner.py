@@ -429,6 +429,38 @@ def _docker_command(
 # --------------------------------------------------------------------------- run
 
 
+# operatesOn -> (the input it takes, the error when it is not given, the expected form)
+_INPUT_RULES: dict[str, tuple[str | None, str, str]] = {
+    "file": ("file", "this block operates on a file: give an existing --in-file", "--in-file FILE"),
+    "directory": (
+        "directory",
+        "this block operates on a directory: give an existing --in-directory",
+        "--in-directory DIR",
+    ),
+    "standalone": (
+        None,
+        "this block is standalone: it takes no input",
+        "no --in-file/--in-directory",
+    ),
+}
+
+
+def _check_input(
+    spec: BlockSpec, operates_on: str, given: str | None, in_path: Path | None
+) -> None:
+    """The input matches the block's ``operatesOn`` and exists."""
+    takes, message, expected = _INPUT_RULES[operates_on]
+    exists = in_path is not None and (in_path.is_file() if takes == "file" else in_path.is_dir())
+    if given != takes or (takes is not None and not exists):
+        raise ConfigError(
+            message,
+            file=str(spec.parameters_file),
+            path="$.info.operatesOn",
+            expected=expected,
+            value=str(in_path) if in_path else None,
+        )
+
+
 def run_block(
     block_dir: str | Path,
     *,
@@ -465,30 +497,7 @@ def run_block(
     in_path = Path(in_file or in_directory).resolve() if (in_file or in_directory) else None
     given = "file" if in_file is not None else "directory" if in_directory is not None else None
     operates_on = spec.operates_on or given or "standalone"
-    if operates_on == "file" and (given != "file" or not in_path or not in_path.is_file()):
-        raise ConfigError(
-            "this block operates on a file: give an existing --in-file",
-            file=str(spec.parameters_file),
-            path="$.info.operatesOn",
-            expected="--in-file FILE",
-            value=str(in_path) if in_path else None,
-        )
-    if operates_on == "directory" and (given != "directory" or not in_path or not in_path.is_dir()):
-        raise ConfigError(
-            "this block operates on a directory: give an existing --in-directory",
-            file=str(spec.parameters_file),
-            path="$.info.operatesOn",
-            expected="--in-directory DIR",
-            value=str(in_path) if in_path else None,
-        )
-    if operates_on == "standalone" and given is not None:
-        raise ConfigError(
-            "this block is standalone: it takes no input",
-            file=str(spec.parameters_file),
-            path="$.info.operatesOn",
-            expected="no --in-file/--in-directory",
-            value=str(in_path),
-        )
+    _check_input(spec, operates_on, given, in_path)
 
     item_metadata = {k: str(v) for k, v in (metadata or {}).items() if k != "dataItemInfo"}
     metadata_json = json.dumps(
