@@ -6,9 +6,7 @@ from typing import Any
 
 from edgeloop.catalog import Catalog
 from edgeloop.config import Pipeline
-
-SYNC_KEYS = ("listed", "new", "updated", "unchanged", "duplicates", "skipped", "failed",
-             "deleted")
+from edgeloop.sync import SYNC_KEYS
 
 
 def summarize(pipeline: Pipeline, run_id: str, results: dict[str, dict[str, Any] | None],

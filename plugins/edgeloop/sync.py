@@ -31,6 +31,8 @@ from edgeloop.labeling import infer_label, split
 log = logging.getLogger(__name__)
 
 BATCH = 500
+SYNC_KEYS = ("listed", "new", "updated", "unchanged", "duplicates", "skipped", "failed",
+             "deleted")
 ATTEMPTS = 4
 CHUNK = 1 << 20
 
@@ -273,8 +275,7 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
     catalog = catalog or Catalog.from_settings()
     blobs = blobs or BlobStore.from_settings()
     client = client or s3_client(step, file=pipeline.source_file)
-    stats = dict.fromkeys(("listed", "new", "updated", "unchanged", "duplicates", "skipped",
-                           "failed", "deleted"), 0)
+    stats = dict.fromkeys(SYNC_KEYS, 0)
     started = time.monotonic()
     with catalog.begin() as conn:
         dataset_id = catalog.dataset_id(conn, pipeline.project)
