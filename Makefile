@@ -19,6 +19,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	# Development helpers (tools/edgeloop_dev) are importable in the venv, not packaged.
+	echo "$(CURDIR)/tools" > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/edgeloop_dev.pth
 	touch $@
 
 # Regenerate the lock from the direct requirements.
@@ -33,6 +35,7 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)

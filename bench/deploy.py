@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeloop.deploy import convert, reference_models, verify
+
+from edgeloop.deploy import convert, verify
 from edgeloop.deploy.build import build_library
+from edgeloop_dev import reference_models
 
 
 def train(root: Path) -> dict[str, dict[str, Any]]:

@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edgeloop.devenv import S3Server, airflow_environ, bin_path, s3_connection_environ
+from edgeloop_dev.devenv import S3Server, airflow_environ, bin_path, s3_connection_environ
 
 BUCKET = "bench"
 PREFIX = "objects/"
@@ -86,6 +86,10 @@ def main() -> int:
         for key in ("EDGELOOP_CATALOG_URL", "EDGELOOP_BLOB_ROOT"):
             os.environ.pop(key, None)
         os.environ.update(s3_connection_environ(CONN_ID, server.endpoint))
+        from edgeloop.catalog.store import upgrade
+        from edgeloop.settings import get_settings
+
+        upgrade(get_settings().catalog_url)
         config = work / "pipelines" / "bench.json"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(
@@ -110,7 +114,7 @@ def main() -> int:
         )
 
         from edgeloop.config import load_pipeline
-        from edgeloop.sync import s3_client, sync_step
+        from edgeloop.ingest.sync import s3_client, sync_step
 
         pipeline = load_pipeline(config)
         step = pipeline.steps[0]

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeloop.devenv import (
+from edgeloop_dev.devenv import (
     REPO_ROOT,
     CommandError,
     S3Server,
@@ -126,6 +126,7 @@ def main() -> int:
                 # The S3 server below starts empty: start the demo's catalog empty too.
                 say(f"      removing the previous demo catalog and blobs in {edgeloop_home}")
                 shutil.rmtree(edgeloop_home)
+            run_logged([bin_path("edgeloop"), "db", "upgrade"], env=env, log_path=log_path)
 
         with Step("local S3-compatible server (moto) on 127.0.0.1"):
             server = S3Server(log_path=airflow_home / "s3-server.log").start()

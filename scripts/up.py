@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from edgeloop.devenv import (
+from edgeloop.errors import EdgeloopError
+from edgeloop_dev.devenv import (
     ADMIN_USER,
     REPO_ROOT,
     CommandError,
@@ -34,7 +35,6 @@ from edgeloop.devenv import (
     wait_http,
     write_env_file,
 )
-from edgeloop.errors import EdgeloopError
 
 BUCKET = "edgeloop-demo"
 PREFIX = "digits/"
@@ -109,6 +109,7 @@ def main() -> int:
     try:
         say(f"Airflow home {airflow_home}: airflow db migrate ...")
         run_logged([bin_path("airflow"), "db", "migrate"], env=env, log_path=log_path, timeout=600)
+        run_logged([bin_path("edgeloop"), "db", "upgrade"], env=env, log_path=log_path)
         server = S3Server(log_path=airflow_home / "s3-server.log").start()
         conn = s3_connection_environ(CONN_ID, server.endpoint)
         env.update(conn)

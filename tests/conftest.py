@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from edgeloop.devenv import S3Server, airflow_environ, bin_path, run_logged, tail
+
+from edgeloop_dev.devenv import S3Server, airflow_environ, bin_path, run_logged, tail
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,19 @@ def s3_bucket(s3_client) -> str:
 
 
 @pytest.fixture
+def edgeloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh edgeloop home (SQLite catalog, local blobs) with its catalog migrated."""
+    from edgeloop.catalog.store import upgrade
+    from edgeloop.settings import get_settings
+
+    monkeypatch.setenv("EDGELOOP_HOME", str(tmp_path / "home"))
+    for key in ("EDGELOOP_CATALOG_URL", "EDGELOOP_BLOB_ROOT", "EDGELOOP_BLOB_CONN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    upgrade(get_settings().catalog_url)
+    return tmp_path / "home"
+
+
+@pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
@@ -70,7 +84,7 @@ class AirflowEnv:
         return path
 
     def add_s3_connection(self, conn_id: str, endpoint: str) -> None:
-        from edgeloop.devenv import s3_connection_environ
+        from edgeloop_dev.devenv import s3_connection_environ
 
         self.env.update(s3_connection_environ(conn_id, endpoint))
 
@@ -135,4 +149,5 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
         env.pop(key, None)  # this home's defaults, never the caller's
     ae = AirflowEnv(home=root / "home", pipelines_dir=pipelines, env=env, log=root / "airflow.log")
     ae.airflow("db", "migrate")
+    ae.edgeloop("db", "upgrade")
     return ae

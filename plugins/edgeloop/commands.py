@@ -14,6 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="config files or folders (default: EDGELOOP_PIPELINES_DIR)")
     p.set_defaults(handler=cmd_validate)
 
+    p = subparsers.add_parser("db", help="the catalog database")
+    p.add_argument("action", choices=["upgrade", "current"],
+                   help="upgrade: apply the migrations (safe to run concurrently); "
+                        "current: print the schema revision")
+    p.set_defaults(handler=cmd_db)
+
     p = subparsers.add_parser(
         "encrypt-secret", help="encrypt a secret read from standard input with Airflow's key")
     p.set_defaults(handler=cmd_encrypt_secret)
@@ -57,6 +63,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from edgeloop.catalog.store import current_revision, engine_for, head_revision, upgrade
+    from edgeloop.settings import get_settings
+
+    url = get_settings().catalog_url
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    if args.action == "current":
+        with engine_for(url).connect() as conn:
+            current = current_revision(conn)
+        print(f"{shown}: revision {current or '(empty)'} (head {head_revision()})")
+        return 0 if current == head_revision() else 1
+    before, after = upgrade(url)
+    print(f"{shown}: {'already at' if before == after else f'upgraded from {before} to'} "
+          f"revision {after}")
+    return 0
+
+
 def cmd_encrypt_secret(args: argparse.Namespace) -> int:
     from edgeloop.secrets import encrypt_secret
 
@@ -65,7 +90,7 @@ def cmd_encrypt_secret(args: argparse.Namespace) -> int:
 
 
 def cmd_items(args: argparse.Namespace) -> int:
-    from edgeloop.catalog import Catalog
+    from edgeloop.catalog.store import Catalog
 
     rows = Catalog.from_settings().list_items(args.project, include_deleted=args.deleted)
     if args.json:
@@ -80,7 +105,7 @@ def cmd_items(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from edgeloop.catalog import Catalog
+    from edgeloop.catalog.store import Catalog
 
     counts = Catalog.from_settings().counts(args.project)
     if args.json:
@@ -94,7 +119,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from edgeloop.catalog import Catalog
+    from edgeloop.catalog.store import Catalog
     from edgeloop.summary import format_summary
 
     summary = Catalog.from_settings().last_run(args.pipeline)

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.errors import ConfigError
-from edgeloop.settings import SCHEMAS_DIR
+from edgeloop.schemas import load_schema
 
-SCHEMA_FILE = SCHEMAS_DIR / "pipeline.schema.json"
 DEFAULT_FILE_TYPES = (
     ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".wav", ".csv", ".json", ".cbor", ".txt",
     ".parquet", ".npy", ".mp4", ".avi",
@@ -72,7 +71,7 @@ class Pipeline:
 def _validator(definition: str):  # -> jsonschema validator for one $defs entry
     from jsonschema import Draft202012Validator
 
-    schema = json.loads(SCHEMA_FILE.read_text())
+    schema = load_schema("pipeline.schema.json")
     return Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"})
 
 

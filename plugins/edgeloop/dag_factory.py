@@ -14,7 +14,7 @@ from airflow.sdk import DAG
 
 from edgeloop.config import Pipeline, load_pipelines
 from edgeloop.errors import ConfigError
-from edgeloop.operators import (
+from edgeloop.operators.ingest import (
     InvalidConfigOperator,
     LabelOperator,
     RunSummaryOperator,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeloop.catalog import Catalog
+from edgeloop.catalog.store import Catalog
 from edgeloop.config import Pipeline
-from edgeloop.sync import SYNC_KEYS
+from edgeloop.ingest.sync import SYNC_KEYS
 
 
 def summarize(pipeline: Pipeline, run_id: str, results: dict[str, dict[str, Any] | None],

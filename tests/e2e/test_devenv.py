@@ -7,9 +7,10 @@ import io
 import json
 
 import pytest
-from edgeloop.devenv import admin_password, airflow_environ, digit_objects, upload_digits
-from edgeloop.labeling import infer_label
 from PIL import Image
+
+from edgeloop.ingest.labeling import infer_label
+from edgeloop_dev.devenv import admin_password, airflow_environ, digit_objects, upload_digits
 
 
 def test_digits_are_real_pngs_laid_out_as_in_the_seed():

@@ -11,7 +11,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from edgeloop.devenv import digit_objects
+
+from edgeloop_dev.devenv import digit_objects
 
 pytestmark = pytest.mark.slow
 

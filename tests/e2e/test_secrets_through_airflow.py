@@ -9,7 +9,8 @@ import subprocess
 import uuid
 
 import pytest
-from edgeloop.devenv import bin_path
+
+from edgeloop_dev.devenv import bin_path
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from edgeloop.blocks.runner import BlockFailed, run_block
 
 BLOCK = Path(__file__).resolve().parents[2] / "include" / "blocks" / "parquet-rms"

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from edgeloop.blocks import cli as block_cli
 from edgeloop.blocks.runner import (
     BlockFailed,

@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edgeloop.deploy import codegen, convert, package, reference_models, tflite_graph, verify
+
+from edgeloop.deploy import codegen, convert, package, tflite_graph, verify
 from edgeloop.deploy.build import build_library
 from edgeloop.errors import DeployError
+from edgeloop_dev import reference_models
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+
 from edgeloop.blocks.runner import BlockResult, run_block
 from edgeloop.research.sample_data import Study, generate_health_study
 

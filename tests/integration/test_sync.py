@@ -14,21 +14,20 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from edgeloop.blobstore import BlobStore
-from edgeloop.catalog import Catalog, items, source_objects
+
+from edgeloop.catalog.store import Catalog, upgrade
+from edgeloop.catalog.tables import items, source_objects
 from edgeloop.config import load_pipeline
 from edgeloop.errors import SourceError
-from edgeloop.sync import label_step, sync_step, verify_source
+from edgeloop.ingest.sync import label_step, sync_step, verify_source
+from edgeloop.storage.blobs import BlobStore
 
 PREFIX = "data/"
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EDGELOOP_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("EDGELOOP_CATALOG_URL", raising=False)
-    monkeypatch.delenv("EDGELOOP_BLOB_ROOT", raising=False)
-    return tmp_path / "home"
+def home(edgeloop_home: Path) -> Path:
+    return edgeloop_home
 
 
 @pytest.fixture
@@ -175,7 +174,7 @@ class FlakyClient:
 
 def test_failed_objects_fail_the_task_after_committing_the_rest(
         tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch) -> None:
-    monkeypatch.setattr("edgeloop.sync.time.sleep", lambda s: None)
+    monkeypatch.setattr("edgeloop.ingest.sync.time.sleep", lambda s: None)
     objects = {f"x/{i:03d}.png": f"obj {i}".encode() for i in range(40)}
     put(s3_client, s3_bucket, objects)
     pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
@@ -191,11 +190,11 @@ def test_failed_objects_fail_the_task_after_committing_the_rest(
 
 KILL_SCRIPT = """
 import sys, time
-import edgeloop.sync as sync
+import edgeloop.ingest.sync as sync
 from edgeloop.config import load_pipeline
 sync.BATCH = 5
 pipeline = load_pipeline(sys.argv[1])
-from edgeloop.sync import s3_client
+from edgeloop.ingest.sync import s3_client
 client = s3_client(pipeline.steps[0])
 real = client.get_object
 def slow(**kw):
@@ -250,6 +249,7 @@ def test_verify_source_names_bucket_prefix_connection_and_code(
 def test_inline_encrypted_secret_works_and_never_lands_in_catalog(
         tmp_path, home, s3_server, s3_client, s3_bucket, monkeypatch) -> None:
     from cryptography.fernet import Fernet
+
     from edgeloop.secrets import encrypt_secret
 
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
@@ -300,6 +300,7 @@ def test_postgresql_catalog(tmp_path, home, s3_client, s3_bucket, conn_id, monke
     try:
         url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
         monkeypatch.setenv("EDGELOOP_CATALOG_URL", url)
+        upgrade(url)
         put(s3_client, s3_bucket, {"a/1.png": b"pg one", "b/2.png": b"pg two",
                                    "b/dup.png": b"pg one"})
         pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from edgeloop.blocks.metadata import (
     MetadataUpdate,
     apply_metadata_update,

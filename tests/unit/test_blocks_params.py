@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from edgeloop.blocks.params import build_invocation, load_block_spec, resolve_values
 from edgeloop.errors import ConfigError
 

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from edgeloop.catalog import Catalog
+
+from edgeloop.catalog.store import Catalog
 from edgeloop.cli import main
 from edgeloop.config import load_pipeline
 from edgeloop.summary import summarize
@@ -16,9 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EDGELOOP_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+def home(edgeloop_home: Path) -> Path:
+    return edgeloop_home
 
 
 def test_validate_ok_and_errors(tmp_path: Path, capsys) -> None:
@@ -37,6 +37,7 @@ def test_validate_ok_and_errors(tmp_path: Path, capsys) -> None:
 def test_encrypt_secret_round_trips_with_airflow_key(monkeypatch, capsys) -> None:
     from airflow.sdk.crypto import get_fernet
     from cryptography.fernet import Fernet
+
     from edgeloop.secrets import decrypt_secret
 
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())

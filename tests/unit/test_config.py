@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from edgeloop.config import check_pipeline, load_pipeline, load_pipelines
 from edgeloop.errors import ConfigError
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgeloop.cli import build_parser, main
 from edgeloop.deploy import build, codegen, convert
 from edgeloop.deploy.codegen import Lowered, plan_memory

@@ -3,7 +3,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from edgeloop.labeling import infer_label, split
+
+from edgeloop.ingest.labeling import infer_label, split
 
 FOLDER = "infer-from-folder-name"
 FILE = "infer-from-file-name"

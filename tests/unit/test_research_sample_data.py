@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+
 from edgeloop.research.sample_data import generate_health_study
 
 pytestmark = pytest.mark.slow  # imports scipy.signal and matplotlib (several seconds cold)

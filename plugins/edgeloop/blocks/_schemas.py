@@ -1,33 +1,20 @@
-"""Locate and load the JSON Schemas kept in the repository's include/schemas/."""
+"""Validate documents against the package's JSON Schemas (edgeloop.schemas)."""
 
 from __future__ import annotations
 
 import functools
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from edgeloop.errors import ConfigError
-
-
-def include_dir() -> Path:
-    """The repository's include/ folder (override with EDGELOOP_INCLUDE_DIR)."""
-    env = os.environ.get("EDGELOOP_INCLUDE_DIR")
-    if env:
-        return Path(env)
-    # plugins/edgeloop/blocks/_schemas.py -> repository root is parents[3]
-    return Path(__file__).resolve().parents[3] / "include"
+from edgeloop.schemas import load_schema
 
 
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
-    path = include_dir() / "schemas" / name
-    with open(path, encoding="utf-8") as fh:
-        schema = json.load(fh)
+    schema = load_schema(name)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 

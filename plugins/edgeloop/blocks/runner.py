@@ -180,11 +180,9 @@ def block_command(block_dir: Path) -> list[str]:
 
 def venv_root() -> Path:
     """Where block virtualenvs are cached."""
-    if os.environ.get("EDGELOOP_BLOCK_VENVS"):
-        return Path(os.environ["EDGELOOP_BLOCK_VENVS"])
-    if os.environ.get("EDGELOOP_HOME"):
-        return Path(os.environ["EDGELOOP_HOME"]) / "block-venvs"
-    return Path.home() / ".cache" / "edgeloop" / "block-venvs"
+    from edgeloop.settings import get_settings
+
+    return get_settings().block_venvs
 
 
 def _uv() -> str | None:

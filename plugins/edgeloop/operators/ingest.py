@@ -48,7 +48,7 @@ class VerifySourceOperator(_PipelineStepOperator):
     """List one page of the source: fail fast on wrong credentials or path."""
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from edgeloop.sync import verify_source
+        from edgeloop.ingest.sync import verify_source
 
         pipeline, step = self.load()
         return verify_source(step, file=pipeline.source_file)
@@ -58,7 +58,7 @@ class S3SyncOperator(_PipelineStepOperator):
     """Incremental sync of the step's prefix into the project's dataset."""
 
     def execute(self, context: Context) -> dict[str, int]:
-        from edgeloop.sync import sync_step
+        from edgeloop.ingest.sync import sync_step
 
         pipeline, step = self.load()
         return sync_step(pipeline, step, run_id=context["run_id"])
@@ -68,7 +68,7 @@ class LabelOperator(_PipelineStepOperator):
     """Label and split the items the sync brought in or changed."""
 
     def execute(self, context: Context) -> dict[str, int]:
-        from edgeloop.sync import label_step
+        from edgeloop.ingest.sync import label_step
 
         pipeline, step = self.load()
         return label_step(pipeline, step)

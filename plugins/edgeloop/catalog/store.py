@@ -1,7 +1,6 @@
-"""The catalog: datasets → items (label, category, metadata) → files (sha256, blob).
+"""The catalog store: engines, migrations and the queries over the tables.
 
 SQLAlchemy Core on SQLite (embedded default) or PostgreSQL (``EDGELOOP_CATALOG_URL``).
-The schema is created and changed only by the Alembic migrations in ``migrations/``.
 """
 
 from __future__ import annotations
@@ -10,121 +9,120 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from edgeloop.catalog.tables import datasets, files, items, now, runs
+from edgeloop.errors import EdgeloopError
+
 log = logging.getLogger(__name__)
-
-metadata = sa.MetaData()
-
-datasets = sa.Table(
-    "datasets", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False, unique=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-items = sa.Table(
-    "items", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("label", sa.Text),
-    sa.Column("category", sa.String(16)),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("source_key", sa.Text),
-    sa.Column("etag", sa.String(100)),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("metadata", sa.Text, nullable=False, default="{}"),
-    sa.Column("label_pending", sa.Boolean, nullable=False, default=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("deleted_at", sa.DateTime(timezone=True)),
-    sa.UniqueConstraint("dataset_id", "source", "source_key", name="uq_items_source_key"),
-    sa.Index("ix_items_dataset_sha256", "dataset_id", "sha256"),
-)
-
-files = sa.Table(
-    "files", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("blob_path", sa.Text, nullable=False),
-    sa.UniqueConstraint("item_id", "name", name="uq_files_item_name"),
-)
-
-# The sync ledger: what was seen at each source key, so a re-sync lists and compares
-# without downloading, and a duplicate is not fetched again while it is unchanged.
-source_objects = sa.Table(
-    "source_objects", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("key", sa.Text, nullable=False),
-    sa.Column("etag", sa.String(100), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id")),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("dataset_id", "source", "key", name="uq_source_objects_key"),
-)
-
-runs = sa.Table(
-    "runs", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("pipeline_id", sa.String(250), nullable=False),
-    sa.Column("run_id", sa.String(250), nullable=False),
-    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("summary", sa.Text, nullable=False),
-    sa.UniqueConstraint("pipeline_id", "run_id", name="uq_runs_run"),
-)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "edgeloop_alembic_version"
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the catalog schema to the newest migration."""
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
-    from alembic import command
+# Any constant: the PostgreSQL advisory lock that serializes concurrent upgrades.
+_UPGRADE_LOCK = 0x6564676C
+
+
+class CatalogNotMigrated(EdgeloopError):
+    """The catalog schema is missing or older than this code: run `edgeloop db upgrade`."""
+
+
+def _alembic_config(conn: sa.Connection):  # -> alembic.config.Config
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(
+        conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def upgrade(url: str) -> tuple[str | None, str]:
+    """Bring the catalog at ``url`` to the newest migration; return (before, after).
+
+    Safe to run from several processes at once: on PostgreSQL the upgrade holds an
+    advisory lock, on SQLite the database's write lock (BEGIN IMMEDIATE).
+    """
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
+    from alembic import command
+
+    engine = engine_for(url)
+    with write_transaction(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _UPGRADE_LOCK})
+        before = current_revision(conn)
+        command.upgrade(_alembic_config(conn), "head")
+        after = current_revision(conn)
+    _checked.add(url)
+    return before, after or ""
+
+
+_checked: set[str] = set()
+
+
+def check_schema(engine: sa.Engine, url: str) -> None:
+    """Fail clearly when the catalog is not at the newest migration (checked once per URL)."""
+    if url in _checked:
+        return
+    with engine.connect() as conn:
+        current = current_revision(conn)
+    head = head_revision()
+    if current != head:
+        raise CatalogNotMigrated(
+            f"the catalog at {engine.url.render_as_string(hide_password=True)} is at schema "
+            f"revision {current or '(empty)'}, this edgeloop needs {head}: run "
+            "`edgeloop db upgrade` (make demo, make up and the distributed init do it)")
+    _checked.add(url)
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that will write (on SQLite it holds the write lock from its start)."""
+    with engine.connect() as conn:
+        conn.info["write"] = True
+        with conn.begin():
+            yield conn
 
 
 @cache
 def engine_for(url: str) -> sa.Engine:
-    """One engine per URL, migrated on first use."""
+    """One engine per URL (not migrated: see ``upgrade``)."""
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
+            dbapi_conn.isolation_level = None  # transactions are begun explicitly below
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:
+            # A writer takes the write lock up front: two writers never deadlock on an
+            # upgrade from a read lock, they queue on the busy timeout.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("write", False) else "BEGIN")
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    migrate(engine)
     return engine
 
 
@@ -134,6 +132,7 @@ class Catalog:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = engine_for(url)
+        check_schema(self.engine, url)
 
     @classmethod
     def from_settings(cls) -> Catalog:
@@ -143,8 +142,8 @@ class Catalog:
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
-        """One transaction: everything in it is committed together or not at all."""
-        with self.engine.begin() as conn:
+        """One write transaction: everything in it is committed together or not at all."""
+        with write_transaction(self.engine) as conn:
             yield conn
 
     def dataset_id(self, conn: sa.Connection, name: str, *, create: bool = True) -> int | None:

@@ -22,11 +22,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from edgeloop.blobstore import BlobStore
-from edgeloop.catalog import Catalog, files, items, now, source_objects
+from edgeloop.catalog.store import Catalog
+from edgeloop.catalog.tables import files, items, now, source_objects
 from edgeloop.config import Pipeline, S3ImportStep
 from edgeloop.errors import SourceError
-from edgeloop.labeling import infer_label, split
+from edgeloop.ingest.labeling import infer_label, split
+from edgeloop.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 

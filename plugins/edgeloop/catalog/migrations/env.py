@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
-from edgeloop.catalog import VERSION_TABLE, metadata
+
+from edgeloop.catalog.store import VERSION_TABLE
+from edgeloop.catalog.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata,

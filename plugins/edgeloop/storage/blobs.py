@@ -35,7 +35,7 @@ class BlobStore:
         settings = get_settings()
         if settings.blob_root.startswith("s3://"):
             return S3BlobStore(settings.blob_root, settings.home / "blob-tmp",
-                               conn_id=os.environ.get("EDGELOOP_BLOB_CONN_ID", "aws_default"))
+                               conn_id=settings.blob_conn_id)
         return BlobStore(settings.blob_root)
 
     def temp_file(self) -> Path:

@@ -1,0 +1,1 @@
+"""The catalog: datasets, items and files in SQL (SQLite or PostgreSQL)."""

@@ -1,0 +1,1 @@
+"""Getting data in: S3 / GCS sources, the incremental sync, labeling."""

@@ -1,0 +1,1 @@
+"""Thin Airflow operators, grouped by what they run."""

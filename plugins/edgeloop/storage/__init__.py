@@ -1,0 +1,1 @@
+"""Where blobs live: a content-addressed store, local or on S3."""
