@@ -71,8 +71,11 @@ def measure(name: str, spec: dict[str, Any], root: Path) -> dict[str, Any]:
         with zipfile.ZipFile(zip_path) as zf:
             tflite = zf.read("tflite-model/trained_model.tflite")
         x0 = data["x_test"][0]
-        ref_in = (verify.quantize_like_cpp(x0, *_input_q(tflite)) if model_type == "int8"
-                  else x0.astype(np.float32))
+        ref_in = (
+            verify.quantize_like_cpp(x0, *_input_q(tflite))
+            if model_type == "int8"
+            else x0.astype(np.float32)
+        )
         report["tflm"] = verify.tflm_arena_usage(tflite, ref_in)
         report["tflite_latency_us"] = tflite_latency_us(tflite, ref_in)
         out[model_type] = report
@@ -96,20 +99,43 @@ def main() -> int:
         print(f"trained 2 models in {time.monotonic() - t0:.1f} s")
         results = {name: measure(name, spec, root) for name, spec in specs.items()}
 
-    rows: list[tuple[str, ...]] = [("model", "type", "arena B", "no-share B", "TFLM arena B",
-                                    "TFLM tensors B", "arena/TFLM", "weights B", "code B",
-                                    ".tflite B", "C++ us", "TFLite us", "accuracy")]
+    rows: list[tuple[str, ...]] = [
+        (
+            "model",
+            "type",
+            "arena B",
+            "no-share B",
+            "TFLM arena B",
+            "TFLM tensors B",
+            "arena/TFLM",
+            "weights B",
+            "code B",
+            ".tflite B",
+            "C++ us",
+            "TFLite us",
+            "accuracy",
+        )
+    ]
     for name, by_type in results.items():
         for model_type, r in by_type.items():
             acc = r["accuracy"]
-            rows.append((
-                name, model_type, str(r["arena_bytes"]), str(r["arena_bytes_without_sharing"]),
-                str(r["tflm"]["total"]), str(r["tflm"].get("head", "?")),
-                f"{r['arena_bytes'] / r['tflm']['total']:.3f}", str(r["weights_bytes"]),
-                str(r["code_bytes"]), str(r["tflite_bytes"]), f"{r['latency_us']:.2f}",
-                f"{r['tflite_latency_us']:.2f}",
-                f"{acc[model_type]:.4f} (float {acc['float']:.4f})",
-            ))
+            rows.append(
+                (
+                    name,
+                    model_type,
+                    str(r["arena_bytes"]),
+                    str(r["arena_bytes_without_sharing"]),
+                    str(r["tflm"]["total"]),
+                    str(r["tflm"].get("head", "?")),
+                    f"{r['arena_bytes'] / r['tflm']['total']:.3f}",
+                    str(r["weights_bytes"]),
+                    str(r["code_bytes"]),
+                    str(r["tflite_bytes"]),
+                    f"{r['latency_us']:.2f}",
+                    f"{r['tflite_latency_us']:.2f}",
+                    f"{acc[model_type]:.4f} (float {acc['float']:.4f})",
+                )
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))

@@ -10,18 +10,26 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("validate", help="validate pipeline config files")
-    p.add_argument("paths", nargs="*", type=Path,
-                   help="config files or folders (default: EDGELOOP_PIPELINES_DIR)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        help="config files or folders (default: EDGELOOP_PIPELINES_DIR)",
+    )
     p.set_defaults(handler=cmd_validate)
 
     p = subparsers.add_parser("db", help="the catalog database")
-    p.add_argument("action", choices=["upgrade", "current"],
-                   help="upgrade: apply the migrations (safe to run concurrently); "
-                        "current: print the schema revision")
+    p.add_argument(
+        "action",
+        choices=["upgrade", "current"],
+        help="upgrade: apply the migrations (safe to run concurrently); "
+        "current: print the schema revision",
+    )
     p.set_defaults(handler=cmd_db)
 
     p = subparsers.add_parser(
-        "encrypt-secret", help="encrypt a secret read from standard input with Airflow's key")
+        "encrypt-secret", help="encrypt a secret read from standard input with Airflow's key"
+    )
     p.set_defaults(handler=cmd_encrypt_secret)
 
     p = subparsers.add_parser("items", help="list a project's items")
@@ -77,8 +85,10 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(f"{shown}: revision {current or '(empty)'} (head {head_revision()})")
         return 0 if current == head_revision() else 1
     before, after = upgrade(url)
-    print(f"{shown}: {'already at' if before == after else f'upgraded from {before} to'} "
-          f"revision {after}")
+    print(
+        f"{shown}: {'already at' if before == after else f'upgraded from {before} to'} "
+        f"revision {after}"
+    )
     return 0
 
 
@@ -98,8 +108,10 @@ def cmd_items(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         deleted = " (deleted)" if r["deleted_at"] else ""
-        print(f"{r['name']}\t{r['label'] or '-'}\t{r['category'] or '-'}\t{r['sha256'][:12]}"
-              f"\t{r['source_key'] or '-'}\t{json.dumps(r['metadata'])}{deleted}")
+        print(
+            f"{r['name']}\t{r['label'] or '-'}\t{r['category'] or '-'}\t{r['sha256'][:12]}"
+            f"\t{r['source_key'] or '-'}\t{json.dumps(r['metadata'])}{deleted}"
+        )
     print(f"{len(rows)} item(s)", file=sys.stderr)
     return 0
 

@@ -17,8 +17,20 @@ from edgeloop.errors import ConfigError
 from edgeloop.schemas import load_schema
 
 DEFAULT_FILE_TYPES = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".wav", ".csv", ".json", ".cbor", ".txt",
-    ".parquet", ".npy", ".mp4", ".avi",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".wav",
+    ".csv",
+    ".json",
+    ".cbor",
+    ".txt",
+    ".parquet",
+    ".npy",
+    ".mp4",
+    ".avi",
 )
 # Actions of the reference platform that no issue has built yet: a config that
 # asks for one is refused with its name instead of silently doing nothing.
@@ -50,7 +62,6 @@ class S3ImportStep:
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
-
 
 
 @dataclass(frozen=True)
@@ -96,15 +107,29 @@ def schema_errors(doc: Any, file: str) -> list[ConfigError]:
     elif isinstance(doc, dict):
         validator = _validator("pipeline")
     else:
-        return [ConfigError("a config is a pipeline object or a list of steps", file=file,
-                            path="$", expected="object or array", value=doc)]
+        return [
+            ConfigError(
+                "a config is a pipeline object or a list of steps",
+                file=file,
+                path="$",
+                expected="object or array",
+                value=doc,
+            )
+        ]
     errors = []
     for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
         if err.validator in ("required", "additionalProperties"):
             errors.append(ConfigError(err.message, file=file, path=err.json_path))
         else:
-            errors.append(ConfigError("invalid value", file=file, path=err.json_path,
-                                      expected=_expected(err), value=err.instance))
+            errors.append(
+                ConfigError(
+                    "invalid value",
+                    file=file,
+                    path=err.json_path,
+                    expected=_expected(err),
+                    value=err.instance,
+                )
+            )
     return errors
 
 
@@ -118,42 +143,66 @@ def _semantic_errors(doc: Any, file: str) -> list[ConfigError]:
     if isinstance(doc, dict):
         for key in NOT_BUILT_PIPELINE_FIELDS:
             if key in doc:
-                errors.append(ConfigError(
-                    f"'{key}' is not supported yet (notifications are not built)",
-                    file=file, path=f"$.{key}"))
+                errors.append(
+                    ConfigError(
+                        f"'{key}' is not supported yet (notifications are not built)",
+                        file=file,
+                        path=f"$.{key}",
+                    )
+                )
     for i, step in enumerate(steps):
         where = f"{base}[{i}]"
         if not isinstance(step, dict):
             continue
         if "transformationBlockId" in step:
-            errors.append(ConfigError(
-                "custom transformation block steps are not supported yet in pipelines",
-                file=file, path=f"{where}.transformationBlockId"))
+            errors.append(
+                ConfigError(
+                    "custom transformation block steps are not supported yet in pipelines",
+                    file=file,
+                    path=f"{where}.transformationBlockId",
+                )
+            )
         block = step.get("builtinTransformationBlock")
         if not isinstance(block, dict):
             if "transformationBlockId" not in step:
-                errors.append(ConfigError(
-                    "a step needs 'builtinTransformationBlock' or 'transformationBlockId'",
-                    file=file, path=where))
+                errors.append(
+                    ConfigError(
+                        "a step needs 'builtinTransformationBlock' or 'transformationBlockId'",
+                        file=file,
+                        path=where,
+                    )
+                )
             continue
         for key in PLAINTEXT_SECRET_FIELDS:
             if key in block:
-                errors.append(ConfigError(
-                    "plaintext secrets are not accepted in a config; use 'awsConnId' (an Airflow "
-                    "connection) or 'secretKeyEncrypted' (made by `edgeloop encrypt-secret`)",
-                    file=file, path=f"{where}.builtinTransformationBlock.{key}"))
+                errors.append(
+                    ConfigError(
+                        "plaintext secrets are not accepted in a config; use 'awsConnId' (an Airflow "
+                        "connection) or 'secretKeyEncrypted' (made by `edgeloop encrypt-secret`)",
+                        file=file,
+                        path=f"{where}.builtinTransformationBlock.{key}",
+                    )
+                )
         if block.get("type") == "s3-to-project":
             if bool(block.get("accessKey")) != bool(block.get("secretKeyEncrypted")):
-                errors.append(ConfigError(
-                    "'accessKey' and 'secretKeyEncrypted' go together",
-                    file=file, path=f"{where}.builtinTransformationBlock"))
+                errors.append(
+                    ConfigError(
+                        "'accessKey' and 'secretKeyEncrypted' go together",
+                        file=file,
+                        path=f"{where}.builtinTransformationBlock",
+                    )
+                )
         elif block.get("type") == "project-action":
             for action in NOT_BUILT_ACTIONS:
                 if block.get(action):
-                    errors.append(ConfigError(
-                        f"project action '{action}' is not built yet; supported steps: "
-                        "s3-to-project",
-                        file=file, path=f"{where}.builtinTransformationBlock.{action}"))
+                    errors.append(
+                        ConfigError(
+                            f"project action '{action}' is not built yet; supported steps: "
+                            "s3-to-project",
+                            file=file,
+                            path=f"{where}.builtinTransformationBlock.{action}",
+                        )
+                    )
     return errors
 
 
@@ -161,8 +210,13 @@ def parse_schedule(schedule: str | None, interval: str | None, file: str) -> str
     if interval:
         m = _INTERVAL.match(interval)
         if not m:
-            raise ConfigError("invalid interval", file=file, path="$.intervalStr",
-                              expected='"<n>m", "<n>h" or "<n>d"', value=interval)
+            raise ConfigError(
+                "invalid interval",
+                file=file,
+                path="$.intervalStr",
+                expected='"<n>m", "<n>h" or "<n>d"',
+                value=interval,
+            )
         return timedelta(**{_INTERVAL_UNITS[m.group(2)]: int(m.group(1))})
     if not schedule:
         return "@daily"
@@ -171,14 +225,19 @@ def parse_schedule(schedule: str | None, interval: str | None, file: str) -> str
     from croniter import croniter
 
     if not croniter.is_valid(schedule):
-        raise ConfigError("invalid schedule", file=file, path="$.schedule",
-                          expected="a cron expression or a preset like @daily", value=schedule)
+        raise ConfigError(
+            "invalid schedule",
+            file=file,
+            path="$.schedule",
+            expected="a cron expression or a preset like @daily",
+            value=schedule,
+        )
     return schedule
 
 
 def _step(raw: dict[str, Any]) -> S3ImportStep:
     block = raw["builtinTransformationBlock"]
-    bucket, _, prefix = block["path"][len("s3://"):].partition("/")
+    bucket, _, prefix = block["path"][len("s3://") :].partition("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return S3ImportStep(
@@ -234,8 +293,13 @@ def load_pipeline(path: str | Path) -> Pipeline:
     raw_steps = doc if isinstance(doc, list) else doc["steps"]
     pipeline_id = meta.get("id", path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", pipeline_id):
-        raise ConfigError("the file name cannot serve as a pipeline id; set 'id'", file=file,
-                          path="$.id", expected="letters, digits, '_', '.', '-'", value=pipeline_id)
+        raise ConfigError(
+            "the file name cannot serve as a pipeline id; set 'id'",
+            file=file,
+            path="$.id",
+            expected="letters, digits, '_', '.', '-'",
+            value=pipeline_id,
+        )
     return Pipeline(
         id=pipeline_id,
         name=meta.get("name", pipeline_id),
@@ -268,7 +332,9 @@ def load_pipelines(directory: str | Path) -> tuple[list[Pipeline], dict[str, Con
         if pipeline.id in seen:
             errors[str(path)] = ConfigError(
                 f"pipeline id '{pipeline.id}' is already used by {seen[pipeline.id]}",
-                file=str(path), path="$.id")
+                file=str(path),
+                path="$.id",
+            )
             continue
         seen[pipeline.id] = str(path)
         pipelines.append(pipeline)

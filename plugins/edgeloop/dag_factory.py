@@ -64,8 +64,9 @@ def build_dag(pipeline: Pipeline) -> DAG:
                 previous >> verify
             previous = label
             results += [sync.task_id, label.task_id]
-        summary = RunSummaryOperator(task_id="summary", pipeline_file=pipeline.source_file,
-                                     result_task_ids=results)
+        summary = RunSummaryOperator(
+            task_id="summary", pipeline_file=pipeline.source_file, result_task_ids=results
+        )
         if previous is not None:
             previous >> summary
     return dag
@@ -99,8 +100,8 @@ def build_invalid_config_dag(file: str, error: ConfigError, taken=()) -> DAG:
         dag_display_name=f"{dag_id} (INVALID CONFIG: see Docs)",
         description=f"INVALID CONFIG: {str(error).splitlines()[0]}"[:200],
         doc_md=f"### Invalid pipeline config `{file}`\n\n```\n{error}\n```\n\n"
-               "Fix the file (check it with `edgeloop validate`); this DAG is replaced by "
-               "the pipeline once the config is valid.",
+        "Fix the file (check it with `edgeloop validate`); this DAG is replaced by "
+        "the pipeline once the config is valid.",
         schedule=None,
         start_date=START,
         catchup=False,

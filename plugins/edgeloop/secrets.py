@@ -12,7 +12,8 @@ def _fernet():
     if not getattr(fernet, "is_encrypted", False):
         raise ConfigError(
             "Airflow has no fernet key, so secrets cannot be encrypted; set "
-            "AIRFLOW__CORE__FERNET_KEY (or [core] fernet_key in airflow.cfg)")
+            "AIRFLOW__CORE__FERNET_KEY (or [core] fernet_key in airflow.cfg)"
+        )
     return fernet
 
 
@@ -30,4 +31,7 @@ def decrypt_secret(token: str, *, file: str | None = None, path: str | None = No
     except InvalidToken as exc:
         raise ConfigError(
             "cannot decrypt with Airflow's fernet key (encrypted with another key?); make a new "
-            "token with `edgeloop encrypt-secret`", file=file, path=path) from exc
+            "token with `edgeloop encrypt-secret`",
+            file=file,
+            path=path,
+        ) from exc

@@ -2,12 +2,14 @@
 
 | variable | default |
 |---|---|
-| ``EDGELOOP_HOME`` | ``$AIRFLOW_HOME/edgeloop`` if ``AIRFLOW_HOME`` is set, else ``<repo>/var/edgeloop`` |
+| ``EDGELOOP_HOME`` | ``$AIRFLOW_HOME/edgeloop`` if ``AIRFLOW_HOME`` is set, |
+|  | else ``<repo>/var/edgeloop`` |
 | ``EDGELOOP_CATALOG_URL`` | ``sqlite:///$EDGELOOP_HOME/catalog.db`` |
 | ``EDGELOOP_BLOB_ROOT`` | ``$EDGELOOP_HOME/blobs`` (or ``s3://bucket/prefix``) |
 | ``EDGELOOP_BLOB_CONN_ID`` | ``aws_default``: the Airflow connection of an S3 blob root |
 | ``EDGELOOP_PIPELINES_DIR`` | ``<repo>/include/pipelines`` |
-| ``EDGELOOP_BLOCKS_PATH`` | extra block folders (os.pathsep-separated), after ``<repo>/include/blocks`` |
+| ``EDGELOOP_BLOCKS_PATH`` | extra block folders (os.pathsep-separated), searched |
+|  | after ``<repo>/include/blocks`` |
 | ``EDGELOOP_BLOCK_VENVS`` | ``$EDGELOOP_HOME/block-venvs`` |
 | ``EDGELOOP_API_URL`` | ``http://localhost:8080``: the Airflow REST API for ``edgeloop run`` |
 | ``EDGELOOP_API_USER`` / ``EDGELOOP_API_PASSWORD`` | ``admin`` / unset |

@@ -9,8 +9,13 @@ from edgeloop.config import Pipeline
 from edgeloop.ingest.sync import SYNC_KEYS
 
 
-def summarize(pipeline: Pipeline, run_id: str, results: dict[str, dict[str, Any] | None],
-              *, catalog: Catalog | None = None) -> dict[str, Any]:
+def summarize(
+    pipeline: Pipeline,
+    run_id: str,
+    results: dict[str, dict[str, Any] | None],
+    *,
+    catalog: Catalog | None = None,
+) -> dict[str, Any]:
     """Add up the sync counts of a run's steps, attach dataset counts, record the run."""
     catalog = catalog or Catalog.from_settings()
     sync = dict.fromkeys(SYNC_KEYS, 0)
@@ -19,9 +24,14 @@ def summarize(pipeline: Pipeline, run_id: str, results: dict[str, dict[str, Any]
             for key in SYNC_KEYS:
                 sync[key] += int(result.get(key, 0))
     counts = catalog.counts(pipeline.project)
-    summary = {"pipeline": pipeline.id, "project": pipeline.project, "run_id": run_id,
-               "sync": sync, "items_per_label": counts["label"],
-               "items_per_category": counts["category"]}
+    summary = {
+        "pipeline": pipeline.id,
+        "project": pipeline.project,
+        "run_id": run_id,
+        "sync": sync,
+        "items_per_label": counts["label"],
+        "items_per_category": counts["category"],
+    }
     catalog.record_run(pipeline.id, run_id, pipeline.project, summary)
     return summary
 
@@ -31,9 +41,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"pipeline {summary['pipeline']} (project {summary['project']}), run {summary['run_id']}",
         "  sync:  " + ", ".join(f"{k} {sync[k]}" for k in SYNC_KEYS),
-        "  items per label:    " + (", ".join(
-            f"{k or '(unlabeled)'} {v}" for k, v in summary["items_per_label"].items()) or "none"),
-        "  items per category: " + (", ".join(
-            f"{k or '(none)'} {v}" for k, v in summary["items_per_category"].items()) or "none"),
+        "  items per label:    "
+        + (
+            ", ".join(f"{k or '(unlabeled)'} {v}" for k, v in summary["items_per_label"].items())
+            or "none"
+        ),
+        "  items per category: "
+        + (
+            ", ".join(f"{k or '(none)'} {v}" for k, v in summary["items_per_category"].items())
+            or "none"
+        ),
     ]
     return "\n".join(lines)

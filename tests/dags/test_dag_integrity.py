@@ -46,13 +46,29 @@ def test_demo_schedule_from_interval(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bad_config_shows_its_error_and_hides_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    step = {"name": "s", "builtinTransformationBlock": {"type": "s3-to-project",
-                                                        "path": "s3://bkt/x/"}}
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = {
+        "name": "s",
+        "builtinTransformationBlock": {"type": "s3-to-project", "path": "s3://bkt/x/"},
+    }
     (tmp_path / "good.json").write_text(json.dumps([step]))
-    (tmp_path / "broken.json").write_text(json.dumps({"name": "b", "steps": [
-        {**step, "builtinTransformationBlock": {**step["builtinTransformationBlock"],
-                                                "category": "sometimes"}}]}))
+    (tmp_path / "broken.json").write_text(
+        json.dumps(
+            {
+                "name": "b",
+                "steps": [
+                    {
+                        **step,
+                        "builtinTransformationBlock": {
+                            **step["builtinTransformationBlock"],
+                            "category": "sometimes",
+                        },
+                    }
+                ],
+            }
+        )
+    )
     bag = _dagbag(tmp_path, monkeypatch)
     assert bag.import_errors == {}
     assert sorted(bag.dag_ids) == ["broken", "good"]
@@ -75,6 +91,12 @@ def test_parsing_imports_no_heavy_library_and_does_no_network_io() -> None:
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
     env = {**os.environ, "EDGELOOP_PIPELINES_DIR": str(REPO / "include" / "pipelines")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]"

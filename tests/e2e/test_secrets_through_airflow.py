@@ -17,19 +17,39 @@ pytestmark = pytest.mark.slow
 
 def test_secret_never_leaks(airflow_env, s3_server) -> None:
     secret = f"plain-{uuid.uuid4().hex}"
-    token = subprocess.run([bin_path("edgeloop"), "encrypt-secret"], input=secret,
-                           capture_output=True, text=True, env=airflow_env.env,
-                           check=True).stdout.strip()
+    token = subprocess.run(
+        [bin_path("edgeloop"), "encrypt-secret"],
+        input=secret,
+        capture_output=True,
+        text=True,
+        env=airflow_env.env,
+        check=True,
+    ).stdout.strip()
     assert token and secret not in token
     client = s3_server.client()
     client.create_bucket(Bucket="secret-e2e")
     client.put_object(Bucket="secret-e2e", Key="in/cat/1.png", Body=b"png bytes")
-    airflow_env.add_pipeline("secret.json", {
-        "id": "secret_e2e", "name": "inline credentials", "project": "secret_e2e",
-        "steps": [{"name": "import", "builtinTransformationBlock": {
-            "type": "s3-to-project", "path": "s3://secret-e2e/in/",
-            "endpoint": s3_server.endpoint, "region": "us-east-1",
-            "accessKey": "AKIAEDGELOOPTEST", "secretKeyEncrypted": token}}]})
+    airflow_env.add_pipeline(
+        "secret.json",
+        {
+            "id": "secret_e2e",
+            "name": "inline credentials",
+            "project": "secret_e2e",
+            "steps": [
+                {
+                    "name": "import",
+                    "builtinTransformationBlock": {
+                        "type": "s3-to-project",
+                        "path": "s3://secret-e2e/in/",
+                        "endpoint": s3_server.endpoint,
+                        "region": "us-east-1",
+                        "accessKey": "AKIAEDGELOOPTEST",
+                        "secretKeyEncrypted": token,
+                    },
+                }
+            ],
+        },
+    )
     airflow_env.airflow("dags", "test", "secret_e2e")
     summary = json.loads(airflow_env.edgeloop("summary", "secret_e2e", "--json"))
     assert summary["sync"]["new"] == 1

@@ -61,8 +61,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
     np.savez(root / "mixed.npz", x=xm, y=ym)
     inp = keras.Input((20, 20, 3))
     a = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(inp)
-    a = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same",
-                                     activation="relu")(a)
+    a = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu")(a)
     c = keras.layers.Conv2D(16, 1, use_bias=False)(a)
     d = keras.layers.Conv2D(16, 3, padding="same", dilation_rate=2, activation="relu")(c)
     e = keras.layers.Add()([c, d])
@@ -79,21 +78,41 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
     reference_models.train_wine_dense(wine, root / "dense.keras")
 
     return {
-        "cnn": {"model": root / "cnn.keras", "data": root / "digits.npz", "labels": DIGITS,
-                "x_test": xt, "y_test": yt},
-        "ops": {"model": root / "ops.keras", "data": root / "digits.npz", "labels": DIGITS,
-                "x_test": xt, "y_test": yt},
-        "mixed": {"model": root / "mixed.keras", "data": root / "mixed.npz",
-                  "labels": ["a", "b", "c", "d"], "x_test": xm[240:], "y_test": ym[240:]},
-        "dense": {"model": root / "dense.keras", "data": root / "wine.npz",
-                  "labels": reference_models.WINE_LABELS, "x_test": wine.x_test,
-                  "y_test": wine.y_test},
+        "cnn": {
+            "model": root / "cnn.keras",
+            "data": root / "digits.npz",
+            "labels": DIGITS,
+            "x_test": xt,
+            "y_test": yt,
+        },
+        "ops": {
+            "model": root / "ops.keras",
+            "data": root / "digits.npz",
+            "labels": DIGITS,
+            "x_test": xt,
+            "y_test": yt,
+        },
+        "mixed": {
+            "model": root / "mixed.keras",
+            "data": root / "mixed.npz",
+            "labels": ["a", "b", "c", "d"],
+            "x_test": xm[240:],
+            "y_test": ym[240:],
+        },
+        "dense": {
+            "model": root / "dense.keras",
+            "data": root / "wine.npz",
+            "labels": reference_models.WINE_LABELS,
+            "x_test": wine.x_test,
+            "y_test": wine.y_test,
+        },
     }
 
 
 @pytest.fixture(scope="session")
-def libraries(models: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
-              ) -> dict[tuple[str, str], dict[str, Any]]:
+def libraries(
+    models: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], dict[str, Any]]:
     """Build every (model, type) library once; the dense int8 one through the CLI."""
     from edgeloop.cli import main
 
@@ -106,14 +125,28 @@ def libraries(models: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPa
             if (name, model_type) == ("dense", "int8"):
                 labels_file = folder / "labels.txt"
                 labels_file.write_text("\n".join(m["labels"]) + "\n")
-                rc = main(["deploy", "build", "--model", str(m["model"]), "--representative",
-                           str(m["data"]), "--labels", str(labels_file), "--type", model_type,
-                           "--out", str(zip_path)])
+                rc = main(
+                    [
+                        "deploy",
+                        "build",
+                        "--model",
+                        str(m["model"]),
+                        "--representative",
+                        str(m["data"]),
+                        "--labels",
+                        str(labels_file),
+                        "--type",
+                        model_type,
+                        "--out",
+                        str(zip_path),
+                    ]
+                )
                 assert rc == 0
                 report = json.loads((folder / "report.json").read_text())
             else:
-                report = build_library(m["model"], m["data"], ",".join(m["labels"]), model_type,
-                                       zip_path)
+                report = build_library(
+                    m["model"], m["data"], ",".join(m["labels"]), model_type, zip_path
+                )
                 assert json.loads((folder / "report.json").read_text()) == report
             out[(name, model_type)] = {"zip": zip_path, "report": report, **m}
     return out
@@ -154,8 +187,9 @@ def _reference(zip_folder: Path, model_type: str, x: np.ndarray) -> np.ndarray:
 
 def _run(binary: Path, x: np.ndarray, int_output: bool) -> np.ndarray:
     text = "".join(", ".join(f"{v:.9g}" for v in row) + "\n" for row in x.reshape(len(x), -1))
-    proc = subprocess.run([str(binary)], input=text, capture_output=True, text=True, check=True,
-                          cwd=binary.parent)
+    proc = subprocess.run(
+        [str(binary)], input=text, capture_output=True, text=True, check=True, cwd=binary.parent
+    )
     rows = [line.split() for line in proc.stdout.splitlines()]
     conv = int if int_output else float
     return np.array([[conv(v) for v in r] for r in rows])
@@ -171,11 +205,15 @@ def test_library_compiles_with_make_and_cmake_and_matches_reference(
     make = subprocess.run(["make"], cwd=folder, check=True, capture_output=True, text=True)
     assert "warning" not in make.stderr  # plain `make` (the build itself used -Werror)
     cmake_build = folder / "build-cmake"
-    subprocess.run(["cmake", "-S", ".", "-B", str(cmake_build),
-                    "-DCMAKE_CXX_FLAGS=-Wall -Wextra -Werror"], cwd=folder, check=True,
-                   capture_output=True)
-    subprocess.run(["cmake", "--build", str(cmake_build)], cwd=folder, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["cmake", "-S", ".", "-B", str(cmake_build), "-DCMAKE_CXX_FLAGS=-Wall -Wextra -Werror"],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["cmake", "--build", str(cmake_build)], cwd=folder, check=True, capture_output=True
+    )
 
     x = lib["x_test"]
     int_out = model_type == "int8"
@@ -207,8 +245,7 @@ def test_library_compiles_with_make_and_cmake_and_matches_reference(
     assert report["accuracy"]["float"] is not None
 
 
-def test_zip_unpacks_to_documented_layout(libraries: dict[tuple[str, str], dict[str, Any]]
-                                          ) -> None:
+def test_zip_unpacks_to_documented_layout(libraries: dict[tuple[str, str], dict[str, Any]]) -> None:
     lib = libraries[("cnn", "int8")]
     with zipfile.ZipFile(lib["zip"]) as zf:
         names = set(zf.namelist())
@@ -228,15 +265,17 @@ def test_zip_unpacks_to_documented_layout(libraries: dict[tuple[str, str], dict[
 
 
 def test_ops_model_covers_add_mean_reshape_logistic(
-        libraries: dict[tuple[str, str], dict[str, Any]]) -> None:
+    libraries: dict[tuple[str, str], dict[str, Any]],
+) -> None:
     ops = set(libraries[("ops", "int8")]["report"]["operators"])
     assert {"ADD", "MEAN", "RESHAPE", "LOGISTIC", "CONV_2D", "FULLY_CONNECTED"} <= ops
     cnn = set(libraries[("cnn", "int8")]["report"]["operators"])
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "SOFTMAX"} <= cnn
 
 
-def test_int8_with_float_interface_quantize_dequantize(models: dict[str, dict[str, Any]],
-                                                       tmp_path: Path) -> None:
+def test_int8_with_float_interface_quantize_dequantize(
+    models: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
     """QUANTIZE / DEQUANTIZE kernels, bit-exact vs TFLM, on an int8 graph with float I/O."""
     m = models["cnn"]
     keras_model = convert.load_keras_model(m["model"])
@@ -258,8 +297,9 @@ def test_unsupported_operator_is_refused_by_name(tmp_path: Path) -> None:
     model.save(tmp_path / "tanh.keras")
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(20, 4)).astype("f4"))
     with pytest.raises(DeployError) as err:
-        build_library(tmp_path / "tanh.keras", tmp_path / "d.npz", "a,b,c", "int8",
-                      tmp_path / "lib.zip")
+        build_library(
+            tmp_path / "tanh.keras", tmp_path / "d.npz", "a,b,c", "int8", tmp_path / "lib.zip"
+        )
     msg = str(err.value)
     assert "TANH" in msg and "FULLY_CONNECTED" in msg and "SOFTMAX" in msg
     assert not (tmp_path / "lib.zip").exists()
@@ -272,8 +312,12 @@ def test_failed_verification_names_sample_and_op_and_leaves_no_zip(
     original = codegen.Emitter.struct
 
     def corrupt(self: codegen.Emitter, name: str, kind: str, values: dict[str, object]) -> str:
-        if kind == "ConvParams" and values["depth_multiplier"] == 1 and \
-                values["filter_in_c"] == 1 and values["in_c"] == values["out_c"] > 1:
+        if (
+            kind == "ConvParams"
+            and values["depth_multiplier"] == 1
+            and values["filter_in_c"] == 1
+            and values["in_c"] == values["out_c"] > 1
+        ):
             values = {**values, "out_offset": int(values["out_offset"]) + 3}  # type: ignore
         return original(self, name, kind, values)
 
@@ -301,11 +345,17 @@ def test_failed_verification_names_sample_and_op_and_leaves_no_zip(
         ("out_is_dir", "is a directory"),
     ],
 )
-def test_bad_input_errors(models: dict[str, dict[str, Any]], tmp_path: Path, case: str,
-                          expected: str) -> None:
+def test_bad_input_errors(
+    models: dict[str, dict[str, Any]], tmp_path: Path, case: str, expected: str
+) -> None:
     m = models["cnn"]
-    args: dict[str, Any] = {"model": m["model"], "representative": m["data"], "labels": DIGITS,
-                            "model_type": "int8", "out": tmp_path / "lib.zip"}
+    args: dict[str, Any] = {
+        "model": m["model"],
+        "representative": m["data"],
+        "labels": DIGITS,
+        "model_type": "int8",
+        "out": tmp_path / "lib.zip",
+    }
     if case == "missing_model":
         args["model"] = tmp_path / "nope.keras"
     elif case == "not_keras":

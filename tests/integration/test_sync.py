@@ -33,17 +33,39 @@ def home(edgeloop_home: Path) -> Path:
 @pytest.fixture
 def conn_id(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"s3_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}}))
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{name.upper()}",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
+            }
+        ),
+    )
     return name
 
 
 def make_pipeline(tmp_path: Path, bucket: str, conn_id: str, **block):
-    doc = {"id": "p", "name": "test", "project": "proj", "steps": [{
-        "name": "import", "builtinTransformationBlock": {
-            "type": "s3-to-project", "path": f"s3://{bucket}/{PREFIX}", "awsConnId": conn_id,
-            "category": "split", "labelStrategy": "infer-from-folder-name", **block}}]}
+    doc = {
+        "id": "p",
+        "name": "test",
+        "project": "proj",
+        "steps": [
+            {
+                "name": "import",
+                "builtinTransformationBlock": {
+                    "type": "s3-to-project",
+                    "path": f"s3://{bucket}/{PREFIX}",
+                    "awsConnId": conn_id,
+                    "category": "split",
+                    "labelStrategy": "infer-from-folder-name",
+                    **block,
+                },
+            }
+        ],
+    }
     path = tmp_path / "p.json"
     path.write_text(json.dumps(doc))
     return load_pipeline(path)
@@ -60,8 +82,9 @@ def run(pipeline, **kw) -> tuple[dict, dict]:
 
 
 def by_name(project: str = "proj", deleted: bool = False) -> dict[str, dict]:
-    return {r["name"]: r for r in Catalog.from_settings().list_items(
-        project, include_deleted=deleted)}
+    return {
+        r["name"]: r for r in Catalog.from_settings().list_items(project, include_deleted=deleted)
+    }
 
 
 LAYOUT = {
@@ -80,13 +103,22 @@ LAYOUT = {
 
 
 def test_full_sync_labels_and_splits_then_resync_changes_nothing(
-        tmp_path, home, s3_client, s3_bucket, conn_id) -> None:
+    tmp_path, home, s3_client, s3_bucket, conn_id
+) -> None:
     put(s3_client, s3_bucket, LAYOUT)
     pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
     assert verify_source(pipeline.steps[0])["first_page_objects"] > 0
     stats, labels = run(pipeline)
-    assert stats == {"listed": 11, "new": 8, "updated": 0, "unchanged": 0, "duplicates": 1,
-                     "skipped": 2, "failed": 0, "deleted": 0}
+    assert stats == {
+        "listed": 11,
+        "new": 8,
+        "updated": 0,
+        "unchanged": 0,
+        "duplicates": 1,
+        "skipped": 2,
+        "failed": 0,
+        "deleted": 0,
+    }
     assert labels["labeled"] + labels["unlabeled"] == 8
     got = by_name()
     assert set(got) == set(LAYOUT) - {"notes/readme.md", "cars/", "cars/copy-of-car-1.jpg"}
@@ -96,8 +128,10 @@ def test_full_sync_labels_and_splits_then_resync_changes_nothing(
     unicode_key = "ünï cödé/spaced name.v1.2.png"
     assert got[unicode_key]["label"] == "ünï cödé"
     assert got[unicode_key]["source_key"] == PREFIX + unicode_key
-    assert (got["training/cars/cars.00006.jpg"]["label"],
-            got["training/cars/cars.00006.jpg"]["category"]) == ("cars", "training")
+    assert (
+        got["training/cars/cars.00006.jpg"]["label"],
+        got["training/cars/cars.00006.jpg"]["category"],
+    ) == ("cars", "training")
     assert got["testing/unknown/unknown.test_1012.jpg"]["category"] == "testing"
     assert all(r["category"] in ("training", "testing") for r in got.values())
     blobs = BlobStore.from_settings()
@@ -105,8 +139,11 @@ def test_full_sync_labels_and_splits_then_resync_changes_nothing(
         digest = hashlib.sha256(LAYOUT[name]).hexdigest()
         assert row["sha256"] == digest and row["files"][0]["sha256"] == digest
         assert blobs.read_bytes(digest) == LAYOUT[name]
-    stored = [p for p in blobs.root.rglob("*")
-              if p.is_file() and p.relative_to(blobs.root).parts[0] != "tmp"]
+    stored = [
+        p
+        for p in blobs.root.rglob("*")
+        if p.is_file() and p.relative_to(blobs.root).parts[0] != "tmp"
+    ]
     assert len(stored) == 8  # the duplicate is stored once
 
     categories = {n: r["category"] for n, r in got.items()}
@@ -122,12 +159,23 @@ def test_add_change_delete_are_exact(tmp_path, home, s3_client, s3_bucket, conn_
     pipeline = make_pipeline(tmp_path, s3_bucket, conn_id, syncDeletions=True)
     run(pipeline)
     before = by_name()
-    put(s3_client, s3_bucket, {"b/new1.png": b"new1", "b/new2.png": b"new2",
-                               "a/3.png": b"changed a3"})
+    put(
+        s3_client,
+        s3_bucket,
+        {"b/new1.png": b"new1", "b/new2.png": b"new2", "a/3.png": b"changed a3"},
+    )
     s3_client.delete_object(Bucket=s3_bucket, Key=PREFIX + "a/7.png")
     stats, labels = run(pipeline)
-    assert stats == {"listed": 11, "new": 2, "updated": 1, "unchanged": 8, "duplicates": 0,
-                     "skipped": 0, "failed": 0, "deleted": 1}
+    assert stats == {
+        "listed": 11,
+        "new": 2,
+        "updated": 1,
+        "unchanged": 8,
+        "duplicates": 0,
+        "skipped": 0,
+        "failed": 0,
+        "deleted": 1,
+    }
     assert labels["labeled"] == 3
     after = by_name()
     assert set(after) == set(before) - {"a/7.png"} | {"b/new1.png", "b/new2.png"}
@@ -173,7 +221,8 @@ class FlakyClient:
 
 
 def test_failed_objects_fail_the_task_after_committing_the_rest(
-        tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch) -> None:
+    tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch
+) -> None:
     monkeypatch.setattr("edgeloop.ingest.sync.time.sleep", lambda s: None)
     objects = {f"x/{i:03d}.png": f"obj {i}".encode() for i in range(40)}
     put(s3_client, s3_bucket, objects)
@@ -207,13 +256,15 @@ sync.sync_step(pipeline, step, client=client)
 
 
 def test_killed_sync_resumes_without_loss_or_duplicates(
-        tmp_path, home, s3_client, s3_bucket, conn_id) -> None:
+    tmp_path, home, s3_client, s3_bucket, conn_id
+) -> None:
     objects = {f"k/{i:03d}.png": f"kill {i}".encode() for i in range(120)}
     put(s3_client, s3_bucket, objects)
     pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
     catalog = Catalog.from_settings()
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, pipeline.source_file],
-                            env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, pipeline.source_file], env=os.environ.copy()
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -231,13 +282,15 @@ def test_killed_sync_resumes_without_loss_or_duplicates(
     got = by_name()
     assert len(got) == 120
     assert {r["sha256"] for r in got.values()} == {
-        hashlib.sha256(b).hexdigest() for b in objects.values()}
+        hashlib.sha256(b).hexdigest() for b in objects.values()
+    }
     with catalog.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(source_objects)).scalar() == 120
 
 
 def test_verify_source_names_bucket_prefix_connection_and_code(
-        tmp_path, home, s3_bucket, conn_id) -> None:
+    tmp_path, home, s3_bucket, conn_id
+) -> None:
     pipeline = make_pipeline(tmp_path, "no-such-bucket-here", conn_id)
     with pytest.raises(SourceError) as err:
         verify_source(pipeline.steps[0])
@@ -247,7 +300,8 @@ def test_verify_source_names_bucket_prefix_connection_and_code(
 
 
 def test_inline_encrypted_secret_works_and_never_lands_in_catalog(
-        tmp_path, home, s3_server, s3_client, s3_bucket, monkeypatch) -> None:
+    tmp_path, home, s3_server, s3_client, s3_bucket, monkeypatch
+) -> None:
     from cryptography.fernet import Fernet
 
     from edgeloop.secrets import encrypt_secret
@@ -259,8 +313,14 @@ def test_inline_encrypted_secret_works_and_never_lands_in_catalog(
     secret = "s3cr3t-" + uuid.uuid4().hex
     token = encrypt_secret(secret)
     put(s3_client, s3_bucket, {"a/1.png": b"one"})
-    pipeline = make_pipeline(tmp_path, s3_bucket, "unused", accessKey="AKIATEST",
-                             secretKeyEncrypted=token, endpoint=s3_server.endpoint)
+    pipeline = make_pipeline(
+        tmp_path,
+        s3_bucket,
+        "unused",
+        accessKey="AKIATEST",
+        secretKeyEncrypted=token,
+        endpoint=s3_server.endpoint,
+    )
     stats, _ = run(pipeline)
     assert stats["new"] == 1 and secret not in json.dumps(stats)
     for path in home.rglob("*"):
@@ -269,8 +329,9 @@ def test_inline_encrypted_secret_works_and_never_lands_in_catalog(
     get_fernet.cache_clear()
 
 
-def test_blobs_under_an_s3_prefix(tmp_path, home, s3_client, s3_bucket, conn_id,
-                                 monkeypatch) -> None:
+def test_blobs_under_an_s3_prefix(
+    tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch
+) -> None:
     blob_bucket = f"blobs-{uuid.uuid4().hex[:8]}"
     s3_client.create_bucket(Bucket=blob_bucket)
     monkeypatch.setenv("EDGELOOP_BLOB_ROOT", f"s3://{blob_bucket}/store")
@@ -290,8 +351,9 @@ def test_blobs_under_an_s3_prefix(tmp_path, home, s3_client, s3_bucket, conn_id,
 def test_postgresql_catalog(tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch) -> None:
     psycopg2 = pytest.importorskip("psycopg2")
     try:
-        admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres",
-                                 connect_timeout=3)
+        admin = psycopg2.connect(
+            host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3
+        )
     except psycopg2.OperationalError as exc:
         pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
     admin.autocommit = True
@@ -301,8 +363,11 @@ def test_postgresql_catalog(tmp_path, home, s3_client, s3_bucket, conn_id, monke
         url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
         monkeypatch.setenv("EDGELOOP_CATALOG_URL", url)
         upgrade(url)
-        put(s3_client, s3_bucket, {"a/1.png": b"pg one", "b/2.png": b"pg two",
-                                   "b/dup.png": b"pg one"})
+        put(
+            s3_client,
+            s3_bucket,
+            {"a/1.png": b"pg one", "b/2.png": b"pg two", "b/dup.png": b"pg one"},
+        )
         pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
         stats, _ = run(pipeline)
         assert (stats["new"], stats["duplicates"]) == (2, 1)

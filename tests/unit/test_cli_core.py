@@ -25,9 +25,23 @@ def test_validate_ok_and_errors(tmp_path: Path, capsys) -> None:
     assert main(["validate", str(REPO / "include" / "pipelines")]) == 0
     assert "ok: " in capsys.readouterr().out
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"name": "x", "intervalStr": "1w", "steps": [
-        {"name": "s", "builtinTransformationBlock": {"type": "s3-to-project",
-                                                     "path": "s3://bkt/p/"}}]}))
+    bad.write_text(
+        json.dumps(
+            {
+                "name": "x",
+                "intervalStr": "1w",
+                "steps": [
+                    {
+                        "name": "s",
+                        "builtinTransformationBlock": {
+                            "type": "s3-to-project",
+                            "path": "s3://bkt/p/",
+                        },
+                    }
+                ],
+            }
+        )
+    )
     assert main(["validate", str(bad), str(REPO / "include" / "pipelines" / "demo.json")]) == 1
     out = capsys.readouterr()
     assert f"error: {bad}: $.intervalStr: invalid value" in out.err and "got '1w'" in out.err
@@ -60,8 +74,9 @@ def test_summary_items_and_stats(home: Path, capsys) -> None:
     pipeline = load_pipeline(REPO / "include" / "pipelines" / "demo.json")
     assert main(["summary", "demo"]) == 1
     assert "no run of pipeline 'demo'" in capsys.readouterr().err
-    summarize(pipeline, "run-1", {"sync": {"listed": 3, "new": 2, "skipped": 1},
-                                  "label": {"labeled": 2}})
+    summarize(
+        pipeline, "run-1", {"sync": {"listed": 3, "new": 2, "skipped": 1}, "label": {"labeled": 2}}
+    )
     assert main(["summary", "demo"]) == 0
     out = capsys.readouterr().out
     assert "run run-1" in out and "listed 3, new 2, updated 0" in out and "skipped 1" in out

@@ -13,8 +13,14 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
 
 
 def s3_step(**block) -> dict:
-    return {"name": "import", "builtinTransformationBlock": {
-        "type": "s3-to-project", "path": "s3://my-bucket/data/", **block}}
+    return {
+        "name": "import",
+        "builtinTransformationBlock": {
+            "type": "s3-to-project",
+            "path": "s3://my-bucket/data/",
+            **block,
+        },
+    }
 
 
 def write(tmp_path: Path, doc, name: str = "p.json") -> Path:
@@ -33,15 +39,28 @@ def test_bare_list_takes_id_and_project_from_file_name(tmp_path: Path) -> None:
     step = p.steps[0]
     assert (step.bucket, step.prefix, step.aws_conn_id) == ("my-bucket", "data/", "c1")
     assert (step.label_strategy, step.category, step.sync_deletions) == (
-        "infer-from-folder-name", "split", False)
+        "infer-from-folder-name",
+        "split",
+        False,
+    )
 
 
 def test_object_form_with_interval_and_cron(tmp_path: Path) -> None:
-    doc = {"id": "x", "name": "X", "project": "proj", "intervalStr": "15m",
-           "description": "hello", "steps": [s3_step()]}
+    doc = {
+        "id": "x",
+        "name": "X",
+        "project": "proj",
+        "intervalStr": "15m",
+        "description": "hello",
+        "steps": [s3_step()],
+    }
     p = load_pipeline(write(tmp_path, doc))
     assert (p.id, p.project, p.schedule, p.description) == (
-        "x", "proj", timedelta(minutes=15), "hello")
+        "x",
+        "proj",
+        timedelta(minutes=15),
+        "hello",
+    )
     doc.pop("intervalStr")
     doc["schedule"] = "*/5 * * * *"
     assert load_pipeline(write(tmp_path, doc)).schedule == "*/5 * * * *"
@@ -50,22 +69,33 @@ def test_object_form_with_interval_and_cron(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
-        ({"name": "x", "steps": [s3_step(category="splt")]},
-         ["p.json: $.steps[0].builtinTransformationBlock.category: invalid value "
-          "(expected one of ['training', 'testing', 'split'], got 'splt')"]),
-        ({"name": "x", "steps": [s3_step(labelStrategy="guess")]},
-         ["$.steps[0].builtinTransformationBlock.labelStrategy", "got 'guess'"]),
-        ({"name": "x", "intervalStr": "5x", "steps": [s3_step()]},
-         ["$.intervalStr", "got '5x'"]),
-        ({"name": "x", "schedule": "every day", "steps": [s3_step()]},
-         ["$.schedule", "a cron expression", "got 'every day'"]),
-        ({"name": "x", "steps": [s3_step(path="http://bucket/x")]},
-         ["$.steps[0].builtinTransformationBlock.path", "got 'http://bucket/x'"]),
+        (
+            {"name": "x", "steps": [s3_step(category="splt")]},
+            [
+                "p.json: $.steps[0].builtinTransformationBlock.category: invalid value "
+                "(expected one of ['training', 'testing', 'split'], got 'splt')"
+            ],
+        ),
+        (
+            {"name": "x", "steps": [s3_step(labelStrategy="guess")]},
+            ["$.steps[0].builtinTransformationBlock.labelStrategy", "got 'guess'"],
+        ),
+        ({"name": "x", "intervalStr": "5x", "steps": [s3_step()]}, ["$.intervalStr", "got '5x'"]),
+        (
+            {"name": "x", "schedule": "every day", "steps": [s3_step()]},
+            ["$.schedule", "a cron expression", "got 'every day'"],
+        ),
+        (
+            {"name": "x", "steps": [s3_step(path="http://bucket/x")]},
+            ["$.steps[0].builtinTransformationBlock.path", "got 'http://bucket/x'"],
+        ),
         ({"name": "x", "steps": []}, ["$.steps", "at least 1 item"]),
         ({"steps": [s3_step()]}, ["'name' is a required property"]),
         ({"name": "x", "steps": [s3_step(colour="red")]}, ["'colour' was unexpected"]),
-        ({"name": "x", "steps": [s3_step(accessKey="AKIA")]},
-         ["'accessKey' and 'secretKeyEncrypted' go together"]),
+        (
+            {"name": "x", "steps": [s3_step(accessKey="AKIA")]},
+            ["'accessKey' and 'secretKeyEncrypted' go together"],
+        ),
         ("just a string", ["$", "expected object or array"]),
     ],
 )

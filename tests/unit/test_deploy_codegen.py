@@ -52,8 +52,9 @@ def test_quantize_multiplier_represents_the_value(real: float) -> None:
         ("RELU_N1_TO_1", 0.02, 0, (-50, 50)),
     ],
 )
-def test_activation_range_int8(activation: str, scale: float, zp: int,
-                               expected: tuple[int, int]) -> None:
+def test_activation_range_int8(
+    activation: str, scale: float, zp: int, expected: tuple[int, int]
+) -> None:
     assert codegen.activation_range_int8(activation, scale, zp) == expected
 
 
@@ -67,8 +68,9 @@ def test_activation_range_int8(activation: str, scale: float, zp: int,
         (1, 1, 8, 3, 6, "VALID", 0),
     ],
 )
-def test_compute_padding(stride: int, dilation: int, in_size: int, filt: int, out_size: int,
-                         padding: str, expected: int) -> None:
+def test_compute_padding(
+    stride: int, dilation: int, in_size: int, filt: int, out_size: int, padding: str, expected: int
+) -> None:
     assert codegen.compute_padding(stride, dilation, in_size, filt, out_size, padding) == expected
 
 
@@ -180,22 +182,50 @@ def _py_mbqm(x: int, m: int, shift: int) -> int:
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 def test_fixed_point_helpers_match_the_published_arithmetic(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    cases = [(int(x), int(m), int(s)) for x, m, s in zip(
-        rng.integers(-(2**20), 2**20, 300), rng.integers(2**30, 2**31 - 1, 300),
-        rng.integers(-20, 5, 300), strict=True)]
-    cases += [(-(2**31), -(2**31), 0), (2**31 - 1, 2**31 - 1, 0), (-5, 2**30, -1), (5, 2**30, -1),
-              (-6, 2**30, -2), (6, 2**30, -2), (0, 2**30, 3)]
+    cases = [
+        (int(x), int(m), int(s))
+        for x, m, s in zip(
+            rng.integers(-(2**20), 2**20, 300),
+            rng.integers(2**30, 2**31 - 1, 300),
+            rng.integers(-20, 5, 300),
+            strict=True,
+        )
+    ]
+    cases += [
+        (-(2**31), -(2**31), 0),
+        (2**31 - 1, 2**31 - 1, 0),
+        (-5, 2**30, -1),
+        (5, 2**30, -1),
+        (-6, 2**30, -2),
+        (6, 2**30, -2),
+        (0, 2**30, 3),
+    ]
     src = tmp_path / "t.cpp"
     src.write_text(
         '#include <stdio.h>\n#include "el_fixedpoint.h"\nint main() {\n  long long x, m; int s;\n'
         '  while (scanf("%lld %lld %d", &x, &m, &s) == 3) printf("%d %d %d\\n",\n'
-        '    el::srdhm((int32_t)x, (int32_t)m), el::rdbpot((int32_t)x, s < 0 ? -s : 0),\n'
-        '    el::mbqm((int32_t)x, (int32_t)m, s));\n  return 0;\n}\n')
-    subprocess.run(["g++", "-std=c++11", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{KERNELS}",
-                    str(src), "-o", str(tmp_path / "t")], check=True)
+        "    el::srdhm((int32_t)x, (int32_t)m), el::rdbpot((int32_t)x, s < 0 ? -s : 0),\n"
+        "    el::mbqm((int32_t)x, (int32_t)m, s));\n  return 0;\n}\n"
+    )
+    subprocess.run(
+        [
+            "g++",
+            "-std=c++11",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{KERNELS}",
+            str(src),
+            "-o",
+            str(tmp_path / "t"),
+        ],
+        check=True,
+    )
     text = "".join(f"{x} {m} {s}\n" for x, m, s in cases)
-    out = subprocess.run([str(tmp_path / "t")], input=text, capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+    out = subprocess.run(
+        [str(tmp_path / "t")], input=text, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     for (x, m, s), line in zip(cases, out, strict=False):
         srdhm, rdbpot, mbqm = (int(v) for v in line.split())
         assert srdhm == _py_srdhm(x, m), (x, m)
@@ -255,36 +285,69 @@ def test_model_and_output_path_errors_need_no_tensorflow(tmp_path: Path) -> None
         build.check_output_path(tmp_path)
     build.check_output_path(tmp_path / "lib.zip")
     with pytest.raises(DeployError, match="--type must be one of int8, float32"):
-        build.build_library(tmp_path / "m.keras", tmp_path / "d.npz", "a", "int4",
-                            tmp_path / "lib.zip")
+        build.build_library(
+            tmp_path / "m.keras", tmp_path / "d.npz", "a", "int4", tmp_path / "lib.zip"
+        )
 
 
 def test_cli_registers_deploy_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = build_parser().parse_args(["deploy", "build", "--model", "m.keras", "--representative",
-                                      "d.npz", "--labels", "a,b", "--out", "x.zip"])
+    args = build_parser().parse_args(
+        [
+            "deploy",
+            "build",
+            "--model",
+            "m.keras",
+            "--representative",
+            "d.npz",
+            "--labels",
+            "a,b",
+            "--out",
+            "x.zip",
+        ]
+    )
     assert args.model_type == "int8" and callable(args.handler)
-    rc = main(["deploy", "build", "--model", str(tmp_path / "m.keras"), "--representative",
-               str(tmp_path / "d.npz"), "--labels", "a,b", "--type", "float32", "--out",
-               str(tmp_path / "x.zip")])
+    rc = main(
+        [
+            "deploy",
+            "build",
+            "--model",
+            str(tmp_path / "m.keras"),
+            "--representative",
+            str(tmp_path / "d.npz"),
+            "--labels",
+            "a,b",
+            "--type",
+            "float32",
+            "--out",
+            str(tmp_path / "x.zip"),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "error: --model" in err and "model file not found" in err
 
 
-def _kernel_events(p: dict[str, int], in_c: int, out_c: int, block: int,
-                   channelwise: bool) -> list[tuple[str, int]]:
+def _kernel_events(
+    p: dict[str, int], in_c: int, out_c: int, block: int, channelwise: bool
+) -> list[tuple[str, int]]:
     """The kernels' memory accesses in order: ("r", input element) / ("w", output element)."""
     events: list[tuple[str, int]] = []
     for b in range(p["batches"]):
         for oy in range(p["out_h"]):
             for ox in range(p["out_w"]):
                 pix = (b * p["out_h"] + oy) * p["out_w"] + ox
-                ys = [oy * p["stride_h"] - p["pad_h"] + p["dil_h"] * fy
-                      for fy in range(p["filter_h"])]
-                xs = [ox * p["stride_w"] - p["pad_w"] + p["dil_w"] * fx
-                      for fx in range(p["filter_w"])]
-                taps = [(iy, ix) for iy in ys for ix in xs
-                        if 0 <= iy < p["in_h"] and 0 <= ix < p["in_w"]]
+                ys = [
+                    oy * p["stride_h"] - p["pad_h"] + p["dil_h"] * fy for fy in range(p["filter_h"])
+                ]
+                xs = [
+                    ox * p["stride_w"] - p["pad_w"] + p["dil_w"] * fx for fx in range(p["filter_w"])
+                ]
+                taps = [
+                    (iy, ix)
+                    for iy in ys
+                    for ix in xs
+                    if 0 <= iy < p["in_h"] and 0 <= ix < p["in_w"]
+                ]
                 for c0 in range(0, out_c, block):
                     chans = range(c0, min(c0 + block, out_c)) if channelwise else range(in_c)
                     for iy, ix in taps:
@@ -301,8 +364,9 @@ def _clobbers(events: list[tuple[str, int]], delta: int) -> bool:
     for i, (kind, addr) in enumerate(events):
         if kind == "r":
             last_read[addr] = i
-    return any(kind == "w" and last_read.get(addr + delta, -1) > i
-               for i, (kind, addr) in enumerate(events))
+    return any(
+        kind == "w" and last_read.get(addr + delta, -1) > i for i, (kind, addr) in enumerate(events)
+    )
 
 
 @pytest.mark.parametrize(
@@ -322,10 +386,24 @@ def _clobbers(events: list[tuple[str, int]], delta: int) -> bool:
         ((1, 7, 7, 7, 7, 1, 1, 2, 2, 3, 3, 2, 2), 2, 2, 32, True),
     ],
 )
-def test_overlap_bound_is_safe_and_tight(geo: tuple[int, ...], in_c: int, out_c: int,
-                                         block: int, channelwise: bool) -> None:
-    keys = ("batches", "in_h", "in_w", "out_h", "out_w", "stride_h", "stride_w", "pad_h",
-            "pad_w", "filter_h", "filter_w", "dil_h", "dil_w")
+def test_overlap_bound_is_safe_and_tight(
+    geo: tuple[int, ...], in_c: int, out_c: int, block: int, channelwise: bool
+) -> None:
+    keys = (
+        "batches",
+        "in_h",
+        "in_w",
+        "out_h",
+        "out_w",
+        "stride_h",
+        "stride_w",
+        "pad_h",
+        "pad_w",
+        "filter_h",
+        "filter_w",
+        "dil_h",
+        "dil_w",
+    )
     p = dict(zip(keys, geo, strict=True))
     bound = codegen.overlap_delta(p, in_c, out_c, block, channelwise, 1)
     events = _kernel_events(p, in_c, out_c, block, channelwise)
@@ -335,8 +413,9 @@ def test_overlap_bound_is_safe_and_tight(geo: tuple[int, ...], in_c: int, out_c:
     assert codegen.overlap_delta(p, in_c, out_c, block, channelwise, 4) == 4 * bound
 
 
-@pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
-                    reason="needs g++ and make")
+@pytest.mark.skipif(
+    shutil.which("g++") is None or shutil.which("make") is None, reason="needs g++ and make"
+)
 def test_broadcast_add_and_mean_axes_compile_and_match_numpy(tmp_path: Path) -> None:
     """A hand-built float graph: ADD with a broadcast constant (+RELU), then MEAN over axis 1."""
     from edgeloop.deploy import package
@@ -358,12 +437,22 @@ def test_broadcast_add_and_mean_axes_compile_and_match_numpy(tmp_path: Path) -> 
     compiled = codegen.generate(Graph(tensors, ops, [0], [4]), "float32")
     info = package.LibraryInfo(tuple(f"o{i}" for i in range(12)), "float32", (2, 3, 4), "t")
     package.write_library(tmp_path, compiled, info, b"")
-    subprocess.run(["make", "-s", "CXXFLAGS=-std=c++11 -O2 -Wall -Wextra -Werror"],
-                   cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        ["make", "-s", "CXXFLAGS=-std=c++11 -O2 -Wall -Wextra -Werror"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
     x = rng.normal(size=(5, 1, 2, 3, 4)).astype(np.float32)
     text = "".join(" ".join(f"{v:.9g}" for v in s.reshape(-1)) + "\n" for s in x)
-    out = subprocess.run([str(tmp_path / "example")], input=text, capture_output=True,
-                         text=True, check=True, cwd=tmp_path).stdout
+    out = subprocess.run(
+        [str(tmp_path / "example")],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
     got = np.array([[float(v) for v in line.split()] for line in out.splitlines()])
     expected = np.maximum(x + bias, 0).mean(axis=2).reshape(5, -1)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
@@ -378,19 +467,31 @@ def test_unsupported_operator_error_names_it_and_lists_supported() -> None:
     assert str(err.value).startswith("unsupported operator TANH (op #0)")
     assert "supported operators: " + ", ".join(codegen.SUPPORTED_OPS) in str(err.value)
     tensors.append(Tensor(2, "w", (4, 4), f32, np.eye(4, dtype=np.float32)))
-    graph = Graph(tensors, [Operator(0, "FULLY_CONNECTED", [0, 2], [1],
-                                     {"activation": "TANH"})], [0], [1])
+    graph = Graph(
+        tensors, [Operator(0, "FULLY_CONNECTED", [0, 2], [1], {"activation": "TANH"})], [0], [1]
+    )
     with pytest.raises(DeployError, match=r"FULLY_CONNECTED \(op #0\): fused activation TANH"):
         codegen.generate(graph, "float32")
 
 
 def test_add_in_place_falls_back_to_the_second_input() -> None:
-    t = [_tensor(0, (1, 16)), _tensor(1, (1, 16)), _tensor(2, (1, 16)), _tensor(3, (1, 16)),
-         _tensor(4, (16, 16), True)]
-    ops = [Operator(0, "FULLY_CONNECTED", [0, 4], [1]), Operator(1, "ADD", [0, 1], [2]),
-           Operator(2, "ADD", [0, 2], [3])]  # input 0 is read again by op 2
-    lowered = [Lowered(ops[0], ""), Lowered(ops[1], "", inplace_input=0, inplace_alt=1),
-               Lowered(ops[2], "", inplace_input=0, inplace_alt=2)]
+    t = [
+        _tensor(0, (1, 16)),
+        _tensor(1, (1, 16)),
+        _tensor(2, (1, 16)),
+        _tensor(3, (1, 16)),
+        _tensor(4, (16, 16), True),
+    ]
+    ops = [
+        Operator(0, "FULLY_CONNECTED", [0, 4], [1]),
+        Operator(1, "ADD", [0, 1], [2]),
+        Operator(2, "ADD", [0, 2], [3]),
+    ]  # input 0 is read again by op 2
+    lowered = [
+        Lowered(ops[0], ""),
+        Lowered(ops[1], "", inplace_input=0, inplace_alt=1),
+        Lowered(ops[2], "", inplace_input=0, inplace_alt=2),
+    ]
     plan = plan_memory(Graph(t, ops, [0], [3]), lowered)
     assert plan.offsets[2] == plan.offsets[1]
     assert plan.offsets[3] == plan.offsets[0]  # input 0 dies at op 2: used first

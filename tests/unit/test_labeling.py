@@ -47,8 +47,10 @@ def test_unknown_strategy_is_refused() -> None:
 
 
 def _items(n: int, labels: tuple[str | None, ...] = ("a", "b", None)) -> list:
-    return [(i, hashlib.sha256(f"content {i}".encode()).hexdigest(), labels[i % len(labels)])
-            for i in range(n)]
+    return [
+        (i, hashlib.sha256(f"content {i}".encode()).hexdigest(), labels[i % len(labels)])
+        for i in range(n)
+    ]
 
 
 def test_split_ratio_on_500_items() -> None:
@@ -74,7 +76,7 @@ def test_split_in_batches_stays_near_ratio_and_never_moves() -> None:
         for i, _, label in items[:start]:
             total, testing = counts.get(label, (0, 0))
             counts[label] = (total + 1, testing + (placed[i] == "testing"))
-        new = split(items[start:start + 37], counts)
+        new = split(items[start : start + 37], counts)
         assert not set(new) & set(placed)
         placed.update(new)
     testing = sum(1 for c in placed.values() if c == "testing")

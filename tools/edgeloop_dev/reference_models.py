@@ -78,16 +78,18 @@ def wine_dataset(root: Path) -> Dataset:
 def train_digits_cnn(data: Dataset, path: Path) -> Path:
     """Conv, depthwise conv, max and average pooling, dense softmax; saved to ``path``."""
     keras = keras_module()
-    cnn = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(16, 3, padding="valid", activation="relu"),
-        keras.layers.AveragePooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    cnn = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+            keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(16, 3, padding="valid", activation="relu"),
+            keras.layers.AveragePooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     cnn.compile("adam", "sparse_categorical_crossentropy")
     cnn.fit(data.x, data.y, epochs=25, batch_size=32, verbose=0)
     cnn.save(path)
@@ -97,12 +99,14 @@ def train_digits_cnn(data: Dataset, path: Path) -> Path:
 def train_wine_dense(data: Dataset, path: Path) -> Path:
     """Three dense layers (32, 16, 3 softmax); saved to ``path``."""
     keras = keras_module()
-    dense = keras.Sequential([
-        keras.Input((13,)),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    dense = keras.Sequential(
+        [
+            keras.Input((13,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     dense.compile("adam", "sparse_categorical_crossentropy")
     dense.fit(data.x, data.y, epochs=60, verbose=0)
     dense.save(path)

@@ -51,7 +51,8 @@ def current_revision(conn: sa.Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(
-        conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        conn, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
 
 
 def upgrade(url: str) -> tuple[str | None, str]:
@@ -88,7 +89,8 @@ def check_schema(engine: sa.Engine, url: str) -> None:
         raise CatalogNotMigrated(
             f"the catalog at {engine.url.render_as_string(hide_password=True)} is at schema "
             f"revision {current or '(empty)'}, this edgeloop needs {head}: run "
-            "`edgeloop db upgrade` (make demo, make up and the distributed init do it)")
+            "`edgeloop db upgrade` (make demo, make up and the distributed init do it)"
+        )
     _checked.add(url)
 
 
@@ -105,7 +107,7 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 def engine_for(url: str) -> sa.Engine:
     """One engine per URL (not migrated: see ``upgrade``)."""
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")
@@ -152,8 +154,11 @@ class Catalog:
             return int(row[0])
         if not create:
             return None
-        return int(conn.execute(
-            datasets.insert().values(name=name, created_at=now())).inserted_primary_key[0])
+        return int(
+            conn.execute(
+                datasets.insert().values(name=name, created_at=now())
+            ).inserted_primary_key[0]
+        )
 
     def list_items(self, dataset: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -165,12 +170,15 @@ class Catalog:
                 query = query.where(items.c.deleted_at.is_(None))
             rows = [dict(r._mapping) for r in conn.execute(query)]
             file_rows = conn.execute(
-                sa.select(files).join(items, files.c.item_id == items.c.id)
-                .where(items.c.dataset_id == ds)).all()
+                sa.select(files)
+                .join(items, files.c.item_id == items.c.id)
+                .where(items.c.dataset_id == ds)
+            ).all()
         by_item: dict[int, list[dict[str, Any]]] = {}
         for f in file_rows:
             by_item.setdefault(f.item_id, []).append(
-                {"name": f.name, "sha256": f.sha256, "size": f.size, "blob_path": f.blob_path})
+                {"name": f.name, "sha256": f.sha256, "size": f.size, "blob_path": f.blob_path}
+            )
         for row in rows:
             row["metadata"] = json.loads(row["metadata"])
             row["files"] = by_item.get(row["id"], [])
@@ -189,27 +197,42 @@ class Catalog:
                 out[name] = {
                     (k or ""): int(n)
                     for k, n in conn.execute(
-                        sa.select(col, sa.func.count()).where(live).group_by(col).order_by(col))
+                        sa.select(col, sa.func.count()).where(live).group_by(col).order_by(col)
+                    )
                 }
         return out
 
-    def record_run(self, pipeline_id: str, run_id: str, dataset: str,
-                   summary: dict[str, Any]) -> None:
+    def record_run(
+        self, pipeline_id: str, run_id: str, dataset: str, summary: dict[str, Any]
+    ) -> None:
         """Store a run's summary; re-running the same run replaces it."""
         with self.begin() as conn:
             ds = self.dataset_id(conn, dataset)
-            conn.execute(runs.delete().where(
-                (runs.c.pipeline_id == pipeline_id) & (runs.c.run_id == run_id)))
-            conn.execute(runs.insert().values(
-                pipeline_id=pipeline_id, run_id=run_id, dataset_id=ds, finished_at=now(),
-                summary=json.dumps(summary, sort_keys=True)))
+            conn.execute(
+                runs.delete().where((runs.c.pipeline_id == pipeline_id) & (runs.c.run_id == run_id))
+            )
+            conn.execute(
+                runs.insert().values(
+                    pipeline_id=pipeline_id,
+                    run_id=run_id,
+                    dataset_id=ds,
+                    finished_at=now(),
+                    summary=json.dumps(summary, sort_keys=True),
+                )
+            )
 
     def last_run(self, pipeline_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(runs).where(runs.c.pipeline_id == pipeline_id)
-                .order_by(runs.c.finished_at.desc(), runs.c.id.desc()).limit(1)).first()
+                sa.select(runs)
+                .where(runs.c.pipeline_id == pipeline_id)
+                .order_by(runs.c.finished_at.desc(), runs.c.id.desc())
+                .limit(1)
+            ).first()
         if row is None:
             return None
-        return {"run_id": row.run_id, "finished_at": row.finished_at.isoformat(),
-                **json.loads(row.summary)}
+        return {
+            "run_id": row.run_id,
+            "finished_at": row.finished_at.isoformat(),
+            **json.loads(row.summary),
+        }

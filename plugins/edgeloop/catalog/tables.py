@@ -12,14 +12,16 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 datasets = sa.Table(
-    "datasets", metadata,
+    "datasets",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 items = sa.Table(
-    "items", metadata,
+    "items",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
     sa.Column("name", sa.Text, nullable=False),
@@ -40,7 +42,8 @@ items = sa.Table(
 )
 
 files = sa.Table(
-    "files", metadata,
+    "files",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False),
     sa.Column("name", sa.Text, nullable=False),
@@ -53,7 +56,8 @@ files = sa.Table(
 # The sync ledger: what was seen at each source key, so a re-sync lists and compares
 # without downloading, and a duplicate is not fetched again while it is unchanged.
 source_objects = sa.Table(
-    "source_objects", metadata,
+    "source_objects",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
     sa.Column("source", sa.Text, nullable=False),
@@ -67,7 +71,8 @@ source_objects = sa.Table(
 )
 
 runs = sa.Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("pipeline_id", sa.String(250), nullable=False),
     sa.Column("run_id", sa.String(250), nullable=False),

@@ -74,8 +74,9 @@ def load_representative(path: Path, input_shape: tuple[int, ...]) -> dict[str, n
     except Exception as exc:
         raise DeployError(f"--representative {path}: not a readable .npz file ({exc})") from exc
     if "x" not in arrays:
-        raise DeployError(f"--representative {path}: no array named 'x' "
-                          f"(found {sorted(arrays) or 'none'})")
+        raise DeployError(
+            f"--representative {path}: no array named 'x' (found {sorted(arrays) or 'none'})"
+        )
     for key in ("x", "x_test"):
         if key not in arrays:
             continue
@@ -92,11 +93,14 @@ def load_representative(path: Path, input_shape: tuple[int, ...]) -> dict[str, n
         if yk in arrays:
             y = arrays[yk]
             if xk not in arrays or y.shape != (len(arrays[xk]),):
-                raise DeployError(f"--representative {path}: {yk!r} must be a 1-D array with one "
-                                  f"integer label per row of {xk!r} (shape {tuple(y.shape)})")
+                raise DeployError(
+                    f"--representative {path}: {yk!r} must be a 1-D array with one "
+                    f"integer label per row of {xk!r} (shape {tuple(y.shape)})"
+                )
             if not np.issubdtype(y.dtype, np.integer):
-                raise DeployError(f"--representative {path}: {yk!r} must hold integer labels "
-                                  f"(dtype {y.dtype})")
+                raise DeployError(
+                    f"--representative {path}: {yk!r} must hold integer labels (dtype {y.dtype})"
+                )
     return arrays
 
 
@@ -145,8 +149,12 @@ def build_library(
     tflite = convert.to_tflite(keras_model, model_type, calib)
     graph = tflite_graph.read_graph(tflite)
     compiled = codegen.generate(graph, model_type)
-    log.info("generated C++ for %d operators: arena %d bytes, constants %d bytes",
-             len(compiled.op_names), compiled.arena_size, compiled.weights_bytes)
+    log.info(
+        "generated C++ for %d operators: arena %d bytes, constants %d bytes",
+        len(compiled.op_names),
+        compiled.arena_size,
+        compiled.weights_bytes,
+    )
     info = package.LibraryInfo(label_list, model_type, input_shape, LIBRARY_VERSION)
 
     with tempfile.TemporaryDirectory(prefix="edgeloop-deploy-") as tmp:
@@ -186,7 +194,8 @@ def build_library(
                 "reference": "tflite-micro" if model_type == "int8" else "tflite-interpreter",
                 "samples": result.samples,
                 "max_abs_diff": result.max_abs_diff,
-                "rule": "bit-exact" if model_type == "int8"
+                "rule": "bit-exact"
+                if model_type == "int8"
                 else f"|diff| <= {verify.FLOAT_TOLERANCE} * max(1, |reference|)",
             },
             "operators": compiled.op_names,

@@ -41,25 +41,100 @@ ALIGN = 4
 KERNEL_BLOCK = 32  # el::kBlock: output channels accumulated together in the convolutions
 FLT_MAX = "3.402823466e+38f"
 
-_CTYPES = {"int8": "int8_t", "float32": "float", "int32": "int32_t", "uint8": "uint8_t",
-           "int16": "int16_t"}
+_CTYPES = {
+    "int8": "int8_t",
+    "float32": "float",
+    "int32": "int32_t",
+    "uint8": "uint8_t",
+    "int16": "int16_t",
+}
 
 _STRUCT_FIELDS = {
-    "ConvParams": ["batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "filter_h",
-                   "filter_w", "filter_in_c", "stride_h", "stride_w", "dil_h", "dil_w", "pad_h",
-                   "pad_w", "depth_multiplier", "in_offset", "out_offset", "act_min", "act_max",
-                   "fact_min", "fact_max"],
-    "PoolParams": ["batches", "in_h", "in_w", "channels", "out_h", "out_w", "filter_h",
-                   "filter_w", "stride_h", "stride_w", "pad_h", "pad_w", "act_min", "act_max",
-                   "fact_min", "fact_max"],
-    "FcParams": ["batches", "in_depth", "out_depth", "per_channel", "in_offset",
-                 "filter_offset", "out_offset", "act_min", "act_max", "fact_min", "fact_max"],
-    "AddParams": ["dims", "stride1", "stride2", "in1_offset", "in2_offset", "out_offset",
-                  "left_shift", "in1_multiplier", "in2_multiplier", "out_multiplier",
-                  "in1_shift", "in2_shift", "out_shift", "act_min", "act_max", "fact_min",
-                  "fact_max"],
-    "MeanParams": ["in_dims", "reduce", "count", "same_quant", "in_zp", "out_zp", "multiplier",
-                   "shift"],
+    "ConvParams": [
+        "batches",
+        "in_h",
+        "in_w",
+        "in_c",
+        "out_h",
+        "out_w",
+        "out_c",
+        "filter_h",
+        "filter_w",
+        "filter_in_c",
+        "stride_h",
+        "stride_w",
+        "dil_h",
+        "dil_w",
+        "pad_h",
+        "pad_w",
+        "depth_multiplier",
+        "in_offset",
+        "out_offset",
+        "act_min",
+        "act_max",
+        "fact_min",
+        "fact_max",
+    ],
+    "PoolParams": [
+        "batches",
+        "in_h",
+        "in_w",
+        "channels",
+        "out_h",
+        "out_w",
+        "filter_h",
+        "filter_w",
+        "stride_h",
+        "stride_w",
+        "pad_h",
+        "pad_w",
+        "act_min",
+        "act_max",
+        "fact_min",
+        "fact_max",
+    ],
+    "FcParams": [
+        "batches",
+        "in_depth",
+        "out_depth",
+        "per_channel",
+        "in_offset",
+        "filter_offset",
+        "out_offset",
+        "act_min",
+        "act_max",
+        "fact_min",
+        "fact_max",
+    ],
+    "AddParams": [
+        "dims",
+        "stride1",
+        "stride2",
+        "in1_offset",
+        "in2_offset",
+        "out_offset",
+        "left_shift",
+        "in1_multiplier",
+        "in2_multiplier",
+        "out_multiplier",
+        "in1_shift",
+        "in2_shift",
+        "out_shift",
+        "act_min",
+        "act_max",
+        "fact_min",
+        "fact_max",
+    ],
+    "MeanParams": [
+        "in_dims",
+        "reduce",
+        "count",
+        "same_quant",
+        "in_zp",
+        "out_zp",
+        "multiplier",
+        "shift",
+    ],
 }
 
 
@@ -111,8 +186,9 @@ def activation_range_float(activation: str) -> tuple[str, str]:
     }.get(activation, ("-" + FLT_MAX, FLT_MAX))
 
 
-def compute_padding(stride: int, dilation: int, in_size: int, filter_size: int, out_size: int,
-                    padding: str) -> int:
+def compute_padding(
+    stride: int, dilation: int, in_size: int, filter_size: int, out_size: int, padding: str
+) -> int:
     if padding != "SAME":
         return 0
     effective = (filter_size - 1) * dilation + 1
@@ -170,8 +246,9 @@ def _first_valid(origin: np.ndarray, dil: int, taps: int, size: int) -> np.ndarr
     return out
 
 
-def overlap_delta(p: dict[str, int], in_c: int, out_c: int, block: int, channelwise: bool,
-                  esize: int) -> int:
+def overlap_delta(
+    p: dict[str, int], in_c: int, out_c: int, block: int, channelwise: bool, esize: int
+) -> int:
     """Largest byte offset of the output relative to its input that the kernel tolerates.
 
     The kernels visit output pixels in (batch, y, x) order and write ascending
@@ -189,9 +266,10 @@ def overlap_delta(p: dict[str, int], in_c: int, out_c: int, block: int, channelw
     ix = _first_valid(ox, p.get("dil_w", 1), p["filter_w"], p["in_w"])
     b = np.arange(p["batches"])
     huge = np.int64(1) << 50
-    ws = ((b[:, None, None] * p["in_h"] + iy[None, :, None]) * p["in_w"] + ix[None, None, :])
-    ws = np.where((iy[None, :, None] >= (1 << 40)) | (ix[None, None, :] >= (1 << 40)), huge,
-                  ws * in_c).reshape(-1)
+    ws = (b[:, None, None] * p["in_h"] + iy[None, :, None]) * p["in_w"] + ix[None, None, :]
+    ws = np.where(
+        (iy[None, :, None] >= (1 << 40)) | (ix[None, None, :] >= (1 << 40)), huge, ws * in_c
+    ).reshape(-1)
     n = len(ws)
     if n == 0:
         return 0
@@ -292,8 +370,9 @@ class Lowerer:
     def _activation(self, op: Operator) -> str:
         act = op.options.get("activation", "NONE")
         if act not in SUPPORTED_ACTIVATIONS:
-            raise _unsupported(op, f"fused activation {act} (supported: "
-                                   f"{', '.join(SUPPORTED_ACTIVATIONS)})")
+            raise _unsupported(
+                op, f"fused activation {act} (supported: {', '.join(SUPPORTED_ACTIVATIONS)})"
+            )
         return act
 
     def _act_fields(self, op: Operator, out: Tensor) -> dict[str, object]:
@@ -304,8 +383,9 @@ class Lowerer:
         flo, fhi = activation_range_float(act)
         return {"act_min": 0, "act_max": 0, "fact_min": flo, "fact_max": fhi}
 
-    def _per_channel_mults(self, op: Operator, inp: Tensor, filt: Tensor, out: Tensor,
-                           channels: int) -> tuple[str, str]:
+    def _per_channel_mults(
+        self, op: Operator, inp: Tensor, filt: Tensor, out: Tensor, channels: int
+    ) -> tuple[str, str]:
         fs = filt.scales if filt.scales is not None else np.zeros(1, np.float32)
         mults, shifts = [], []
         for c in range(channels):
@@ -314,8 +394,10 @@ class Lowerer:
             m, sh = quantize_multiplier(real)
             mults.append(m)
             shifts.append(sh)
-        return (self.em.const_array(f"op{op.index}_mult", "int32_t", mults),
-                self.em.const_array(f"op{op.index}_shift", "int32_t", shifts))
+        return (
+            self.em.const_array(f"op{op.index}_mult", "int32_t", mults),
+            self.em.const_array(f"op{op.index}_shift", "int32_t", shifts),
+        )
 
     def lower(self, op: Operator) -> Lowered:
         fn = getattr(self, "_" + op.name.lower(), None)
@@ -350,19 +432,27 @@ class Lowerer:
                 m, sh = quantize_multiplier(float(prod / np.float64(out.scale)))
                 mult = self.em.const_array(f"op{op.index}_mult", "int32_t", [m])
                 shift = self.em.const_array(f"op{op.index}_shift", "int32_t", [sh])
-            f.update(per_channel=int(per_channel), in_offset=-inp.zero_point,
-                     filter_offset=-filt.zero_point, out_offset=out.zero_point)
+            f.update(
+                per_channel=int(per_channel),
+                in_offset=-inp.zero_point,
+                filter_offset=-filt.zero_point,
+                out_offset=out.zero_point,
+            )
             p = self.em.struct(f"op{op.index}_params", "FcParams", f)
             b = self.ref(op.inputs[2]) if bias is not None else "nullptr"
-            call = (f"el::fully_connected_s8({p}, {self.ref(op.inputs[0])}, "
-                    f"{self.ref(op.inputs[1])}, {b}, {mult}, {shift}, {self.ref(op.outputs[0])});")
+            call = (
+                f"el::fully_connected_s8({p}, {self.ref(op.inputs[0])}, "
+                f"{self.ref(op.inputs[1])}, {b}, {mult}, {shift}, {self.ref(op.outputs[0])});"
+            )
         else:
             self._check_types(op, [op.inputs[0], op.inputs[1], op.outputs[0]], "float32")
             f.update(per_channel=0, in_offset=0, filter_offset=0, out_offset=0)
             p = self.em.struct(f"op{op.index}_params", "FcParams", f)
             b = self.ref(op.inputs[2]) if bias is not None else "nullptr"
-            call = (f"el::fully_connected_f32({p}, {self.ref(op.inputs[0])}, "
-                    f"{self.ref(op.inputs[1])}, {b}, {self.ref(op.outputs[0])});")
+            call = (
+                f"el::fully_connected_f32({p}, {self.ref(op.inputs[0])}, "
+                f"{self.ref(op.inputs[1])}, {b}, {self.ref(op.outputs[0])});"
+            )
         return Lowered(op, call)
 
     def _conv_common(self, op: Operator, depthwise: bool) -> Lowered:
@@ -378,11 +468,20 @@ class Lowerer:
         _, oh, ow, oc = out.shape
         fh, fw = filt.shape[1], filt.shape[2]
         f: dict[str, object] = {
-            "batches": n, "in_h": ih, "in_w": iw, "in_c": ic, "out_h": oh, "out_w": ow,
-            "out_c": oc, "filter_h": fh, "filter_w": fw,
+            "batches": n,
+            "in_h": ih,
+            "in_w": iw,
+            "in_c": ic,
+            "out_h": oh,
+            "out_w": ow,
+            "out_c": oc,
+            "filter_h": fh,
+            "filter_w": fw,
             "filter_in_c": 1 if depthwise else filt.shape[3],
-            "stride_h": o["stride_h"], "stride_w": o["stride_w"],
-            "dil_h": o["dilation_h"], "dil_w": o["dilation_w"],
+            "stride_h": o["stride_h"],
+            "stride_w": o["stride_w"],
+            "dil_h": o["dilation_h"],
+            "dil_w": o["dilation_w"],
             "pad_h": compute_padding(o["stride_h"], o["dilation_h"], ih, fh, oh, o["padding"]),
             "pad_w": compute_padding(o["stride_w"], o["dilation_w"], iw, fw, ow, o["padding"]),
             "depth_multiplier": oc // ic if depthwise else 1,
@@ -395,8 +494,9 @@ class Lowerer:
             # groups == 1: OHWI -> HWIO so the kernel's inner loop runs over output channels
             kind = "conv_hwio"
             assert filt.data is not None
-            weights = self.em.const_data(f"t{filt.index}_hwio", filt,
-                                         np.ascontiguousarray(filt.data.transpose(1, 2, 3, 0)))
+            weights = self.em.const_data(
+                f"t{filt.index}_hwio", filt, np.ascontiguousarray(filt.data.transpose(1, 2, 3, 0))
+            )
         elif depthwise and oc == ic:
             kind = "depthwise_conv_m1"
             weights = self.ref(op.inputs[1])
@@ -410,20 +510,25 @@ class Lowerer:
             mult, shift = self._per_channel_mults(op, inp, filt, out, oc)
             f.update(in_offset=-inp.zero_point, out_offset=out.zero_point)
             p = self.em.struct(f"op{op.index}_params", "ConvParams", f)
-            call = (f"el::{kind}_s8({p}, {self.ref(op.inputs[0])}, {weights}, "
-                    f"{b}, {mult}, {shift}, {self.ref(op.outputs[0])});")
+            call = (
+                f"el::{kind}_s8({p}, {self.ref(op.inputs[0])}, {weights}, "
+                f"{b}, {mult}, {shift}, {self.ref(op.outputs[0])});"
+            )
         else:
             self._check_types(op, [op.inputs[0], op.inputs[1], op.outputs[0]], "float32")
             f.update(in_offset=0, out_offset=0)
             p = self.em.struct(f"op{op.index}_params", "ConvParams", f)
-            call = (f"el::{kind}_f32({p}, {self.ref(op.inputs[0])}, {weights}, "
-                    f"{b}, {self.ref(op.outputs[0])});")
+            call = (
+                f"el::{kind}_f32({p}, {self.ref(op.inputs[0])}, {weights}, "
+                f"{b}, {self.ref(op.outputs[0])});"
+            )
         low = Lowered(op, call)
         if kind in ("conv_hwio", "depthwise_conv_m1") and not inp.is_constant:
             geo = {k: int(v) for k, v in f.items() if isinstance(v, int)}
             low.overlap_input = op.inputs[0]
-            low.overlap_delta = overlap_delta(geo, ic, oc, KERNEL_BLOCK,
-                                              kind == "depthwise_conv_m1", inp.dtype.itemsize)
+            low.overlap_delta = overlap_delta(
+                geo, ic, oc, KERNEL_BLOCK, kind == "depthwise_conv_m1", inp.dtype.itemsize
+            )
         return low
 
     def _conv_2d(self, op: Operator) -> Lowered:
@@ -440,9 +545,16 @@ class Lowerer:
         n, ih, iw, c = inp.shape
         _, oh, ow, _ = out.shape
         f: dict[str, object] = {
-            "batches": n, "in_h": ih, "in_w": iw, "channels": c, "out_h": oh, "out_w": ow,
-            "filter_h": o["filter_h"], "filter_w": o["filter_w"],
-            "stride_h": o["stride_h"], "stride_w": o["stride_w"],
+            "batches": n,
+            "in_h": ih,
+            "in_w": iw,
+            "channels": c,
+            "out_h": oh,
+            "out_w": ow,
+            "filter_h": o["filter_h"],
+            "filter_w": o["filter_w"],
+            "stride_h": o["stride_h"],
+            "stride_w": o["stride_w"],
             "pad_h": compute_padding(o["stride_h"], 1, ih, o["filter_h"], oh, o["padding"]),
             "pad_w": compute_padding(o["stride_w"], 1, iw, o["filter_w"], ow, o["padding"]),
         }
@@ -454,8 +566,10 @@ class Lowerer:
             call = f"el::{kind}({p}, {self.ref(op.inputs[0])}, {self.ref(op.outputs[0])});"
         else:
             self._check_types(op, [op.inputs[0], op.outputs[0]], "float32")
-            call = (f"el::pool_f32({p}, {self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
-                    f"{'true' if is_max else 'false'});")
+            call = (
+                f"el::pool_f32({p}, {self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
+                f"{'true' if is_max else 'false'});"
+            )
         low = Lowered(op, call)
         if not inp.is_constant:
             geo = {k: int(v) for k, v in f.items() if isinstance(v, int)}
@@ -474,11 +588,11 @@ class Lowerer:
         if inp.dtype != out.dtype or inp.size != out.size:
             raise _unsupported(op, "reshape must keep type and element count")
         if inp.is_constant:
-            call = (f"memcpy({self.ref(op.outputs[0])}, {self.ref(op.inputs[0])}, "
-                    f"{out.nbytes});")
+            call = f"memcpy({self.ref(op.outputs[0])}, {self.ref(op.inputs[0])}, {out.nbytes});"
             return Lowered(op, call)
-        return Lowered(op, "/* RESHAPE: output aliases the input buffer */",
-                       alias_input=op.inputs[0])
+        return Lowered(
+            op, "/* RESHAPE: output aliases the input buffer */", alias_input=op.inputs[0]
+        )
 
     def _softmax(self, op: Operator) -> Lowered:
         inp, out = self.t(op.inputs[0]), self.t(op.outputs[0])
@@ -489,17 +603,23 @@ class Lowerer:
             self._check_types(op, [op.inputs[0], op.outputs[0]], "int8")
             if out.zero_point != -128 or _f32(out.scale) != _f32(1.0 / 256):
                 raise _unsupported(op, "int8 output must have scale 1/256 and zero point -128")
-            real = min(float(np.float64(_f32(beta)) * np.float64(_f32(inp.scale)) * (1 << 26)),
-                       float((1 << 31) - 1))
+            real = min(
+                float(np.float64(_f32(beta)) * np.float64(_f32(inp.scale)) * (1 << 26)),
+                float((1 << 31) - 1),
+            )
             mult, shift = quantize_multiplier(real)
             radius = math.floor(1.0 * ((1 << 5) - 1) * (1 << 26) / (1 << shift))
             diff_min = -int(radius)
-            call = (f"el::softmax_s8({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
-                    f"{outer}, {depth}, {mult}, {shift}, {diff_min});")
+            call = (
+                f"el::softmax_s8({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
+                f"{outer}, {depth}, {mult}, {shift}, {diff_min});"
+            )
         else:
             self._check_types(op, [op.inputs[0], op.outputs[0]], "float32")
-            call = (f"el::softmax_f32({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
-                    f"{outer}, {depth}, {_fmt_float(beta)});")
+            call = (
+                f"el::softmax_f32({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
+                f"{outer}, {depth}, {_fmt_float(beta)});"
+            )
         return Lowered(op, call, inplace_input=op.inputs[0])
 
     def _logistic(self, op: Operator) -> Lowered:
@@ -514,12 +634,16 @@ class Lowerer:
             if mult >= (1 << 31):
                 mult -= 1 << 32  # static_cast<int32_t> wrap, as in the reference
             radius = math.floor(1.0 * ((1 << 4) - 1) * (1 << 27) / (2.0**shift))
-            call = (f"el::logistic_s8({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
-                    f"{inp.size}, {inp.zero_point}, {int(radius)}, {mult}, {shift});")
+            call = (
+                f"el::logistic_s8({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
+                f"{inp.size}, {inp.zero_point}, {int(radius)}, {mult}, {shift});"
+            )
         else:
             self._check_types(op, [op.inputs[0], op.outputs[0]], "float32")
-            call = (f"el::logistic_f32({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
-                    f"{inp.size});")
+            call = (
+                f"el::logistic_f32({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
+                f"{inp.size});"
+            )
         return Lowered(op, call, inplace_input=op.inputs[0])
 
     def _add(self, op: Operator) -> Lowered:
@@ -537,11 +661,17 @@ class Lowerer:
                 acc *= s[d]
             return st
 
-        f: dict[str, object] = {"dims": dims, "stride1": strides(a.shape),
-                                "stride2": strides(b.shape)}
+        f: dict[str, object] = {
+            "dims": dims,
+            "stride1": strides(a.shape),
+            "stride2": strides(b.shape),
+        }
         f.update(self._act_fields(op, out))
-        candidates = [i for i, t in ((op.inputs[0], a), (op.inputs[1], b))
-                      if t.shape == out.shape and not t.is_constant]
+        candidates = [
+            i
+            for i, t in ((op.inputs[0], a), (op.inputs[1], b))
+            if t.shape == out.shape and not t.is_constant
+        ]
         inplace = candidates[0] if candidates else None
         inplace_alt = candidates[1] if len(candidates) > 1 else None
         if self.model_type == "int8":
@@ -553,20 +683,44 @@ class Lowerer:
             mo, so = quantize_multiplier(
                 twice_max / ((1 << left_shift) * float(np.float64(_f32(out.scale))))
             )
-            f.update(in1_offset=-a.zero_point, in2_offset=-b.zero_point,
-                     out_offset=out.zero_point, left_shift=left_shift, in1_multiplier=m1,
-                     in2_multiplier=m2, out_multiplier=mo, in1_shift=s1, in2_shift=s2,
-                     out_shift=so)
+            f.update(
+                in1_offset=-a.zero_point,
+                in2_offset=-b.zero_point,
+                out_offset=out.zero_point,
+                left_shift=left_shift,
+                in1_multiplier=m1,
+                in2_multiplier=m2,
+                out_multiplier=mo,
+                in1_shift=s1,
+                in2_shift=s2,
+                out_shift=so,
+            )
             kind = "add_s8"
         else:
             self._check_types(op, [op.inputs[0], op.inputs[1], op.outputs[0]], "float32")
-            f.update({k: 0 for k in ("in1_offset", "in2_offset", "out_offset", "left_shift",
-                                     "in1_multiplier", "in2_multiplier", "out_multiplier",
-                                     "in1_shift", "in2_shift", "out_shift")})
+            f.update(
+                {
+                    k: 0
+                    for k in (
+                        "in1_offset",
+                        "in2_offset",
+                        "out_offset",
+                        "left_shift",
+                        "in1_multiplier",
+                        "in2_multiplier",
+                        "out_multiplier",
+                        "in1_shift",
+                        "in2_shift",
+                        "out_shift",
+                    )
+                }
+            )
             kind = "add_f32"
         p = self.em.struct(f"op{op.index}_params", "AddParams", f)
-        call = (f"el::{kind}({p}, {self.ref(op.inputs[0])}, {self.ref(op.inputs[1])}, "
-                f"{self.ref(op.outputs[0])});")
+        call = (
+            f"el::{kind}({p}, {self.ref(op.inputs[0])}, {self.ref(op.inputs[1])}, "
+            f"{self.ref(op.outputs[0])});"
+        )
         return Lowered(op, call, inplace_input=inplace, inplace_alt=inplace_alt)
 
     def _mean(self, op: Operator) -> Lowered:
@@ -590,8 +744,13 @@ class Lowerer:
             m, s = quantize_multiplier(
                 float(np.float64(_f32(inp.scale)) / np.float64(_f32(out.scale)))
             )
-            f.update(same_quant=int(same), in_zp=inp.zero_point, out_zp=out.zero_point,
-                     multiplier=m, shift=s)
+            f.update(
+                same_quant=int(same),
+                in_zp=inp.zero_point,
+                out_zp=out.zero_point,
+                multiplier=m,
+                shift=s,
+            )
             kind = "mean_s8"
         else:
             self._check_types(op, [op.inputs[0], op.outputs[0]], "float32")
@@ -605,15 +764,19 @@ class Lowerer:
         if out.dtype.name != "int8":
             raise _unsupported(op, f"output type {out.dtype.name} (only int8)")
         if inp.dtype.name == "float32":
-            call = (f"el::quantize_f32_s8({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
-                    f"{inp.size}, {_fmt_float(float(_f32(out.scale)))}, {out.zero_point});")
+            call = (
+                f"el::quantize_f32_s8({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
+                f"{inp.size}, {_fmt_float(float(_f32(out.scale)))}, {out.zero_point});"
+            )
             return Lowered(op, call)
         if inp.dtype.name == "int8":
             m, s = quantize_multiplier(
                 float(np.float64(_f32(inp.scale)) / np.float64(_f32(out.scale)))
             )
-            call = (f"el::requantize_s8({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
-                    f"{inp.size}, {inp.zero_point}, {out.zero_point}, {m}, {s});")
+            call = (
+                f"el::requantize_s8({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
+                f"{inp.size}, {inp.zero_point}, {out.zero_point}, {m}, {s});"
+            )
             return Lowered(op, call, inplace_input=op.inputs[0])
         raise _unsupported(op, f"input type {inp.dtype.name}")
 
@@ -622,8 +785,10 @@ class Lowerer:
         if inp.dtype.name != "int8" or out.dtype.name != "float32":
             raise _unsupported(op, f"{inp.dtype.name} -> {out.dtype.name} (only int8 -> float32)")
         scale = repr(float(np.float64(_f32(inp.scale))))
-        call = (f"el::dequantize_s8_f32({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
-                f"{inp.size}, {scale}, {inp.zero_point});")
+        call = (
+            f"el::dequantize_s8_f32({self.ref(op.inputs[0])}, {self.ref(op.outputs[0])}, "
+            f"{inp.size}, {scale}, {inp.zero_point});"
+        )
         return Lowered(op, call)
 
 
@@ -638,8 +803,9 @@ class MemoryPlan:
     buffers: list[dict[str, int]]
 
 
-def plan_memory(graph: Graph, lowered: list[Lowered], *, inplace: bool = True,
-                align: int = ALIGN) -> MemoryPlan:
+def plan_memory(
+    graph: Graph, lowered: list[Lowered], *, inplace: bool = True, align: int = ALIGN
+) -> MemoryPlan:
     """Static arena plan.
 
     Tensors are grouped first: a RESHAPE output aliases its input, an
@@ -712,12 +878,22 @@ def plan_memory(graph: Graph, lowered: list[Lowered], *, inplace: bool = True,
             if x is None or graph.tensors[x].is_constant:
                 continue
             rx, _ = find(x)
-            others = {find(i)[0] for i in low.op.inputs
-                      if i >= 0 and i != x and not graph.tensors[i].is_constant}
-            if (g_last[rx] == k and rx not in others and low.op.inputs.count(x) == 1
-                    and graph.tensors[x].dtype == graph.tensors[out].dtype
-                    and (delta < 0 or low.overlap_input is not None
-                         or g_size[rx] >= graph.tensors[out].nbytes)):
+            others = {
+                find(i)[0]
+                for i in low.op.inputs
+                if i >= 0 and i != x and not graph.tensors[i].is_constant
+            }
+            if (
+                g_last[rx] == k
+                and rx not in others
+                and low.op.inputs.count(x) == 1
+                and graph.tensors[x].dtype == graph.tensors[out].dtype
+                and (
+                    delta < 0
+                    or low.overlap_input is not None
+                    or g_size[rx] >= graph.tensors[out].nbytes
+                )
+            ):
                 place(x, out, delta)
 
     roots = sorted({find(t)[0] for t in first})
@@ -872,8 +1048,12 @@ int trained_model_invoke(void) {{
   return 0;
 }}
 """
-    log.debug("generated %d ops, arena %d bytes (unshared %d)", len(lowered), plan.arena_size,
-              plan.naive_size)
+    log.debug(
+        "generated %d ops, arena %d bytes (unshared %d)",
+        len(lowered),
+        plan.arena_size,
+        plan.naive_size,
+    )
     return CompiledModel(
         cpp=cpp,
         header=header,

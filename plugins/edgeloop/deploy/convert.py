@@ -89,8 +89,10 @@ def load_keras_model(path: str | Path) -> Any:
 def model_input_shape(model: Any) -> tuple[int, ...]:
     shape = tuple(model.inputs[0].shape)[1:]
     if any(s is None for s in shape):
-        raise DeployError(f"the model input shape {shape} has unknown dimensions; "
-                          "give the Input layer a fixed shape")
+        raise DeployError(
+            f"the model input shape {shape} has unknown dimensions; "
+            "give the Input layer a fixed shape"
+        )
     return tuple(int(s) for s in shape)
 
 
@@ -99,8 +101,9 @@ def model_output_size(model: Any) -> int:
     return int(np.prod([int(s) for s in shape])) if shape else 1
 
 
-def to_tflite(model: Any, model_type: str, calibration: np.ndarray, *,
-              float_io: bool = False) -> bytes:
+def to_tflite(
+    model: Any, model_type: str, calibration: np.ndarray, *, float_io: bool = False
+) -> bytes:
     """Convert with batch size fixed to 1 (no dynamic-shape ops in the graph).
 
     ``float_io`` keeps a float32 input and output on an int8 model (the graph

@@ -103,7 +103,8 @@ def write_library(folder: Path, model: CompiledModel, info: LibraryInfo, tflite:
     files: dict[str, str | bytes] = {
         "CMakeLists.txt": _template("CMakeLists.txt"),
         "Makefile": _template("Makefile.tmpl"),
-        "README.md": _template("README.md.tmpl").replace("@MODEL_TYPE@", info.model_type)
+        "README.md": _template("README.md.tmpl")
+        .replace("@MODEL_TYPE@", info.model_type)
         .replace("@LABELS@", ", ".join(info.labels))
         .replace("@ARENA@", str(model.arena_size))
         .replace("@INPUTS@", str(model.input_tensor.size)),

@@ -51,11 +51,13 @@ def quantize_like_cpp(x: np.ndarray, scale: float, zero_point: int) -> np.ndarra
     return np.clip(r.astype(np.int64) + zero_point, -128, 127).astype(np.int8)
 
 
-def _run(cmd: list[str], cwd: Path, what: str, stdin: str | None = None,
-         timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], cwd: Path, what: str, stdin: str | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(cmd, cwd=cwd, input=stdin, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except FileNotFoundError as exc:
         raise DeployError(f"{what}: {cmd[0]} not found ({exc})") from exc
     except subprocess.TimeoutExpired as exc:
@@ -70,8 +72,11 @@ def compile_with_make(folder: Path, target: str = "example", cxx: str | None = N
     if shutil.which(cxx) is None:
         raise DeployError(f"no C++ compiler: {cxx!r} not found on PATH (set CXX)")
     jobs = str(min(os.cpu_count() or 1, 4))
-    _run(["make", "-s", f"-j{jobs}", target, f"CXX={cxx}", f"CXXFLAGS={STRICT_CXXFLAGS}"],
-         folder, f"compiling the library ({cxx} {STRICT_CXXFLAGS})")
+    _run(
+        ["make", "-s", f"-j{jobs}", target, f"CXX={cxx}", f"CXXFLAGS={STRICT_CXXFLAGS}"],
+        folder,
+        f"compiling the library ({cxx} {STRICT_CXXFLAGS})",
+    )
     return folder / target
 
 
@@ -124,8 +129,11 @@ class Reference:
         if model_type == "int8":
             from tflite_micro import runtime
 
-            config = (runtime.InterpreterConfig.kPreserveAllTensors if preserve
-                      else runtime.InterpreterConfig.kAllocationRecording)
+            config = (
+                runtime.InterpreterConfig.kPreserveAllTensors
+                if preserve
+                else runtime.InterpreterConfig.kAllocationRecording
+            )
             self.tflm = runtime.Interpreter.from_bytes(tflite, intrepreter_config=config)
         else:
             from edgeloop.deploy.convert import native_output_captured, quiet_tensorflow
@@ -134,8 +142,9 @@ class Reference:
             import tensorflow as tf
 
             with native_output_captured():
-                self.tfl = tf.lite.Interpreter(model_content=tflite, num_threads=1,
-                                               experimental_preserve_all_tensors=preserve)
+                self.tfl = tf.lite.Interpreter(
+                    model_content=tflite, num_threads=1, experimental_preserve_all_tensors=preserve
+                )
                 self.tfl.allocate_tensors()
             self.in_index = self.tfl.get_input_details()[0]["index"]
             self.in_shape = self.tfl.get_input_details()[0]["shape"]
@@ -198,11 +207,24 @@ def _close(a: np.ndarray, b: np.ndarray, model_type: str) -> np.ndarray:
     return np.abs(a - b) <= FLOAT_TOLERANCE * np.maximum(1.0, np.abs(b))
 
 
-def _first_differing_op(folder: Path, model: CompiledModel, tflite: bytes, model_type: str,
-                        sample: np.ndarray, ref_input: np.ndarray) -> str:
+def _first_differing_op(
+    folder: Path,
+    model: CompiledModel,
+    tflite: bytes,
+    model_type: str,
+    sample: np.ndarray,
+    ref_input: np.ndarray,
+) -> str:
     debug = compile_with_make(folder, "example_debug")
-    proc = subprocess.run([str(debug)], cwd=folder, input=format_samples(sample[None, ...]),
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [str(debug)],
+        cwd=folder,
+        input=format_samples(sample[None, ...]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     dumps: dict[int, np.ndarray] = {}
     for line in proc.stderr.splitlines():
         if line.startswith("#op "):
@@ -218,13 +240,16 @@ def _first_differing_op(folder: Path, model: CompiledModel, tflite: bytes, model
         bad = ~_close(got, expected, model_type)
         if bad.any():
             i = int(np.argmax(bad))
-            return (f"#{k} {model.op_names[k]} (output tensor {t}, element {i}: "
-                    f"got {got[i]:g}, expected {expected[i]:g})")
+            return (
+                f"#{k} {model.op_names[k]} (output tensor {t}, element {i}: "
+                f"got {got[i]:g}, expected {expected[i]:g})"
+            )
     return "none of the operators individually (only the final output differs)"
 
 
-def verify_library(folder: Path, model: CompiledModel, tflite: bytes, model_type: str,
-                   x: np.ndarray) -> VerifyResult:
+def verify_library(
+    folder: Path, model: CompiledModel, tflite: bytes, model_type: str, x: np.ndarray
+) -> VerifyResult:
     """Compile ``folder`` with make, run the held-out samples ``x`` and compare."""
     t0 = time.monotonic()
     binary = compile_with_make(folder)
@@ -236,7 +261,8 @@ def verify_library(folder: Path, model: CompiledModel, tflite: bytes, model_type
     if got.shape != expected.shape:
         raise VerificationError(
             f"verification failed: compiled output shape {got.shape} differs from the "
-            f"reference {expected.shape}")
+            f"reference {expected.shape}"
+        )
     ok = _close(got.astype(np.float64), expected, model_type).all(axis=1)
     reference_name = "TensorFlow Lite Micro" if model_type == "int8" else "the TF Lite interpreter"
     if not ok.all():
@@ -245,11 +271,15 @@ def verify_library(folder: Path, model: CompiledModel, tflite: bytes, model_type
         raise VerificationError(
             f"verification failed: held-out sample {k} differs from {reference_name} "
             f"(got {got[k].tolist()}, expected {expected[k].tolist()}); first differing op: {op}",
-            sample=k, op=op)
+            sample=k,
+            op=op,
+        )
     max_diff = float(np.abs(got - expected).max()) if got.size else 0.0
     log.info("verified %d samples against %s (max |diff| %.3g)", len(x), reference_name, max_diff)
     latency = measure_latency(binary, x[0])
-    objs = [folder / "build/tflite-model/trained_model_compiled.o",
-            folder / "build/edge-impulse-sdk/classifier/ei_run_classifier.o"]
+    objs = [
+        folder / "build/tflite-model/trained_model_compiled.o",
+        folder / "build/edge-impulse-sdk/classifier/ei_run_classifier.o",
+    ]
     code, rodata = section_sizes(objs)
     return VerifyResult(got, expected, max_diff, latency, code, rodata, len(x))

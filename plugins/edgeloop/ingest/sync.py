@@ -32,8 +32,7 @@ from edgeloop.storage.blobs import BlobStore
 log = logging.getLogger(__name__)
 
 BATCH = 500
-SYNC_KEYS = ("listed", "new", "updated", "unchanged", "duplicates", "skipped", "failed",
-             "deleted")
+SYNC_KEYS = ("listed", "new", "updated", "unchanged", "duplicates", "skipped", "failed", "deleted")
 ATTEMPTS = 4
 CHUNK = 1 << 20
 
@@ -80,7 +79,8 @@ def s3_client(step: S3ImportStep, *, file: str | None = None):
             region_name=step.region or "us-east-1",
             aws_access_key_id=step.access_key,
             aws_secret_access_key=decrypt_secret(
-                step.secret_key_encrypted, file=file, path="secretKeyEncrypted"),
+                step.secret_key_encrypted, file=file, path="secretKeyEncrypted"
+            ),
             config=config,
         )
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -88,22 +88,27 @@ def s3_client(step: S3ImportStep, *, file: str | None = None):
     hook = S3Hook(aws_conn_id=step.aws_conn_id, region_name=step.region, config=config)
     endpoint = step.endpoint or hook.conn_config.get_service_endpoint_url("s3")
     return hook.get_session(region_name=step.region).client(
-        "s3", endpoint_url=endpoint, config=config,
-        region_name=step.region or hook.conn_config.region_name or "us-east-1")
+        "s3",
+        endpoint_url=endpoint,
+        config=config,
+        region_name=step.region or hook.conn_config.region_name or "us-east-1",
+    )
 
 
 def _source_error(step: S3ImportStep, exc: Exception) -> SourceError:
     from botocore.exceptions import ClientError
 
-    via = (f"access key {step.access_key!r}" if step.access_key
-           else f"connection '{step.aws_conn_id}'")
+    via = (
+        f"access key {step.access_key!r}" if step.access_key else f"connection '{step.aws_conn_id}'"
+    )
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         detail = f"{err.get('Code', '?')}: {err.get('Message', '')}"
     else:
         detail = f"{type(exc).__name__}: {exc}"
-    return SourceError(f"cannot list {step.uri} (bucket '{step.bucket}', prefix "
-                       f"'{step.prefix}', {via}): {detail}")
+    return SourceError(
+        f"cannot list {step.uri} (bucket '{step.bucket}', prefix '{step.prefix}', {via}): {detail}"
+    )
 
 
 def verify_source(step: S3ImportStep, *, client=None, file: str | None = None) -> dict[str, Any]:
@@ -148,11 +153,14 @@ def _download(client, step: S3ImportStep, obj: Listed, blobs: BlobStore) -> Fetc
                     out.write(chunk)
                     size += len(chunk)
             if size != obj.size:
-                raise ChecksumError(f"s3://{step.bucket}/{obj.key}: got {size} bytes, "
-                                    f"listed {obj.size}")
+                raise ChecksumError(
+                    f"s3://{step.bucket}/{obj.key}: got {size} bytes, listed {obj.size}"
+                )
             if "-" not in obj.etag and len(obj.etag) == 32 and md5.hexdigest() != obj.etag:
-                raise ChecksumError(f"s3://{step.bucket}/{obj.key}: MD5 {md5.hexdigest()} "
-                                    f"does not match ETag {obj.etag}")
+                raise ChecksumError(
+                    f"s3://{step.bucket}/{obj.key}: MD5 {md5.hexdigest()} "
+                    f"does not match ETag {obj.etag}"
+                )
             digest = sha.hexdigest()
             return Fetched(obj, digest, blobs.put(temp, digest))
         except (ClientError, BotoCoreError, OSError, ChecksumError) as exc:
@@ -160,7 +168,7 @@ def _download(client, step: S3ImportStep, obj: Listed, blobs: BlobStore) -> Fetc
             code = exc.response["Error"].get("Code") if isinstance(exc, ClientError) else ""
             if attempt == ATTEMPTS or code in ("NoSuchKey", "AccessDenied", "403", "404"):
                 raise
-            delay = min(0.2 * 2 ** attempt, 5.0)
+            delay = min(0.2 * 2**attempt, 5.0)
             log.warning("retrying s3://%s/%s in %.1f s after: %s", step.bucket, obj.key, delay, exc)
             time.sleep(delay)
     raise AssertionError("unreachable")
@@ -168,7 +176,7 @@ def _download(client, step: S3ImportStep, obj: Listed, blobs: BlobStore) -> Fetc
 
 def _skip(key: str, step: S3ImportStep) -> bool:
     """Folder markers, the prefix itself and file types the project does not take."""
-    rel = key[len(step.prefix):]
+    rel = key[len(step.prefix) :]
     return key.endswith("/") or not rel or os.path.splitext(rel)[1].lower() not in step.file_types
 
 
@@ -178,25 +186,40 @@ class _Ledger:
     def __init__(self, conn: sa.Connection, dataset_id: int, source: str) -> None:
         so = source_objects.c
         self.objects = {
-            r.key: r for r in conn.execute(
-                sa.select(so.key, so.etag, so.size, so.item_id)
-                .where((so.dataset_id == dataset_id) & (so.source == source)))
+            r.key: r
+            for r in conn.execute(
+                sa.select(so.key, so.etag, so.size, so.item_id).where(
+                    (so.dataset_id == dataset_id) & (so.source == source)
+                )
+            )
         }
         ic = items.c
         self.items = {
-            r.source_key: r for r in conn.execute(
-                sa.select(ic.id, ic.source_key, ic.sha256, ic.deleted_at)
-                .where((ic.dataset_id == dataset_id) & (ic.source == source)))
+            r.source_key: r
+            for r in conn.execute(
+                sa.select(ic.id, ic.source_key, ic.sha256, ic.deleted_at).where(
+                    (ic.dataset_id == dataset_id) & (ic.source == source)
+                )
+            )
         }
         self.live_shas = {
-            r.sha256: r.id for r in conn.execute(
-                sa.select(ic.id, ic.sha256)
-                .where((ic.dataset_id == dataset_id) & ic.deleted_at.is_(None)))
+            r.sha256: r.id
+            for r in conn.execute(
+                sa.select(ic.id, ic.sha256).where(
+                    (ic.dataset_id == dataset_id) & ic.deleted_at.is_(None)
+                )
+            )
         }
 
 
-def _record(conn: sa.Connection, ledger: _Ledger, dataset_id: int, step: S3ImportStep,
-            batch: list[Fetched], stats: dict[str, int]) -> None:
+def _record(
+    conn: sa.Connection,
+    ledger: _Ledger,
+    dataset_id: int,
+    step: S3ImportStep,
+    batch: list[Fetched],
+    stats: dict[str, int],
+) -> None:
     """Write one batch of fetched objects in the caller's transaction."""
     ts = now()
     placed: list[tuple[Fetched, int]] = []  # (object, item it maps to)
@@ -206,11 +229,23 @@ def _record(conn: sa.Connection, ledger: _Ledger, dataset_id: int, step: S3Impor
         existing = ledger.items.get(f.obj.key)
         if existing is not None:
             if existing.sha256 != f.sha256 or existing.deleted_at is not None:
-                conn.execute(items.update().where(items.c.id == existing.id).values(
-                    sha256=f.sha256, size=f.obj.size, etag=f.obj.etag, updated_at=ts,
-                    deleted_at=None, label_pending=True))
-                conn.execute(files.update().where(files.c.item_id == existing.id).values(
-                    sha256=f.sha256, size=f.obj.size, blob_path=f.blob))
+                conn.execute(
+                    items.update()
+                    .where(items.c.id == existing.id)
+                    .values(
+                        sha256=f.sha256,
+                        size=f.obj.size,
+                        etag=f.obj.etag,
+                        updated_at=ts,
+                        deleted_at=None,
+                        label_pending=True,
+                    )
+                )
+                conn.execute(
+                    files.update()
+                    .where(files.c.item_id == existing.id)
+                    .values(sha256=f.sha256, size=f.obj.size, blob_path=f.blob)
+                )
                 stats["updated"] += 1
             else:
                 stats["unchanged"] += 1
@@ -221,16 +256,44 @@ def _record(conn: sa.Connection, ledger: _Ledger, dataset_id: int, step: S3Impor
             ledger.live_shas[f.sha256] = 0  # the id comes with the insert below
             new.append(f)
     if new:
-        ids = conn.execute(
-            items.insert().returning(items.c.id, sort_by_parameter_order=True),
-            [{"dataset_id": dataset_id, "name": f.obj.key[len(step.prefix):], "label": None,
-              "category": None, "source": step.uri, "source_key": f.obj.key,
-              "etag": f.obj.etag, "sha256": f.sha256, "size": f.obj.size, "metadata": "{}",
-              "label_pending": True, "created_at": ts, "updated_at": ts} for f in new],
-        ).scalars().all()
-        conn.execute(files.insert(), [
-            {"item_id": item_id, "name": PurePosixPath(f.obj.key).name, "sha256": f.sha256,
-             "size": f.obj.size, "blob_path": f.blob} for f, item_id in zip(new, ids, strict=True)])
+        ids = (
+            conn.execute(
+                items.insert().returning(items.c.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "dataset_id": dataset_id,
+                        "name": f.obj.key[len(step.prefix) :],
+                        "label": None,
+                        "category": None,
+                        "source": step.uri,
+                        "source_key": f.obj.key,
+                        "etag": f.obj.etag,
+                        "sha256": f.sha256,
+                        "size": f.obj.size,
+                        "metadata": "{}",
+                        "label_pending": True,
+                        "created_at": ts,
+                        "updated_at": ts,
+                    }
+                    for f in new
+                ],
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            files.insert(),
+            [
+                {
+                    "item_id": item_id,
+                    "name": PurePosixPath(f.obj.key).name,
+                    "sha256": f.sha256,
+                    "size": f.obj.size,
+                    "blob_path": f.blob,
+                }
+                for f, item_id in zip(new, ids, strict=True)
+            ],
+        )
         for f, item_id in zip(new, ids, strict=True):
             ledger.live_shas[f.sha256] = item_id
             placed.append((f, item_id))
@@ -240,34 +303,65 @@ def _record(conn: sa.Connection, ledger: _Ledger, dataset_id: int, step: S3Impor
         log.info("duplicate content: s3://%s/%s is item %s", step.bucket, f.obj.key, item_id)
         placed.append((f, item_id))
         stats["duplicates"] += 1
-    conn.execute(source_objects.delete().where(
-        (source_objects.c.dataset_id == dataset_id) & (source_objects.c.source == step.uri)
-        & source_objects.c.key.in_([f.obj.key for f, _ in placed])))
-    conn.execute(source_objects.insert(), [
-        {"dataset_id": dataset_id, "source": step.uri, "key": f.obj.key, "etag": f.obj.etag,
-         "size": f.obj.size, "sha256": f.sha256, "item_id": item_id, "updated_at": ts}
-        for f, item_id in placed])
+    conn.execute(
+        source_objects.delete().where(
+            (source_objects.c.dataset_id == dataset_id)
+            & (source_objects.c.source == step.uri)
+            & source_objects.c.key.in_([f.obj.key for f, _ in placed])
+        )
+    )
+    conn.execute(
+        source_objects.insert(),
+        [
+            {
+                "dataset_id": dataset_id,
+                "source": step.uri,
+                "key": f.obj.key,
+                "etag": f.obj.etag,
+                "size": f.obj.size,
+                "sha256": f.sha256,
+                "item_id": item_id,
+                "updated_at": ts,
+            }
+            for f, item_id in placed
+        ],
+    )
 
 
-def _mark_deleted(catalog: Catalog, dataset_id: int, step: S3ImportStep,
-                  gone: list[str]) -> int:
+def _mark_deleted(catalog: Catalog, dataset_id: int, step: S3ImportStep, gone: list[str]) -> int:
     ts, deleted = now(), 0
     with catalog.begin() as conn:
         for i in range(0, len(gone), BATCH):
-            chunk = gone[i:i + BATCH]
-            deleted += conn.execute(items.update().where(
-                (items.c.dataset_id == dataset_id) & (items.c.source == step.uri)
-                & items.c.source_key.in_(chunk) & items.c.deleted_at.is_(None)
-            ).values(deleted_at=ts, updated_at=ts)).rowcount
-            conn.execute(source_objects.delete().where(
-                (source_objects.c.dataset_id == dataset_id)
-                & (source_objects.c.source == step.uri) & source_objects.c.key.in_(chunk)))
+            chunk = gone[i : i + BATCH]
+            deleted += conn.execute(
+                items.update()
+                .where(
+                    (items.c.dataset_id == dataset_id)
+                    & (items.c.source == step.uri)
+                    & items.c.source_key.in_(chunk)
+                    & items.c.deleted_at.is_(None)
+                )
+                .values(deleted_at=ts, updated_at=ts)
+            ).rowcount
+            conn.execute(
+                source_objects.delete().where(
+                    (source_objects.c.dataset_id == dataset_id)
+                    & (source_objects.c.source == step.uri)
+                    & source_objects.c.key.in_(chunk)
+                )
+            )
     return deleted
 
 
-def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
-              catalog: Catalog | None = None, blobs: BlobStore | None = None,
-              client=None) -> dict[str, int]:
+def sync_step(
+    pipeline: Pipeline,
+    step: S3ImportStep,
+    *,
+    run_id: str = "manual",
+    catalog: Catalog | None = None,
+    blobs: BlobStore | None = None,
+    client=None,
+) -> dict[str, int]:
     """Bring the project's dataset in line with the source prefix; return the counts.
 
     Raises SourceError after committing every object that succeeded when some
@@ -289,8 +383,9 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
     def flush() -> None:
         if pending:
             with catalog.begin() as conn:
-                _record(conn, ledger, dataset_id, step,
-                        sorted(pending, key=lambda f: f.obj.key), stats)
+                _record(
+                    conn, ledger, dataset_id, step, sorted(pending, key=lambda f: f.obj.key), stats
+                )
             pending.clear()
 
     def collect(finished: set[Future[Fetched]]) -> None:
@@ -304,8 +399,12 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
                 log.error("failed to fetch from %s: %s", step.uri, exc)
         if len(pending) >= BATCH:
             flush()
-            log.info("progress: %s listed, %s fetched, %s failed", stats["listed"], fetched,
-                     len(failures))
+            log.info(
+                "progress: %s listed, %s fetched, %s failed",
+                stats["listed"],
+                fetched,
+                len(failures),
+            )
 
     seen: set[str] = set()
     window: set[Future[Fetched]] = set()
@@ -339,22 +438,29 @@ def sync_step(pipeline: Pipeline, step: S3ImportStep, *, run_id: str = "manual",
     stats["failed"] = len(failures)
     log.info("%s: %s in %.1f s", step.uri, json.dumps(stats), time.monotonic() - started)
     if failures:
-        raise SourceError(f"{len(failures)} object(s) of {step.uri} could not be fetched "
-                          f"(the others are stored; re-run to retry): {'; '.join(failures[:5])}")
+        raise SourceError(
+            f"{len(failures)} object(s) of {step.uri} could not be fetched "
+            f"(the others are stored; re-run to retry): {'; '.join(failures[:5])}"
+        )
     return stats
 
 
-def label_step(pipeline: Pipeline, step: S3ImportStep, *,
-               catalog: Catalog | None = None) -> dict[str, int]:
+def label_step(
+    pipeline: Pipeline, step: S3ImportStep, *, catalog: Catalog | None = None
+) -> dict[str, int]:
     """Label new or changed items of one source and place them in training/testing."""
     catalog = catalog or Catalog.from_settings()
     ic = items.c
     with catalog.begin() as conn:
         dataset_id = catalog.dataset_id(conn, pipeline.project)
         todo = conn.execute(
-            sa.select(ic.id, ic.name, ic.sha256, ic.category)
-            .where((ic.dataset_id == dataset_id) & (ic.source == step.uri)
-                   & ic.label_pending & ic.deleted_at.is_(None))).all()
+            sa.select(ic.id, ic.name, ic.sha256, ic.category).where(
+                (ic.dataset_id == dataset_id)
+                & (ic.source == step.uri)
+                & ic.label_pending
+                & ic.deleted_at.is_(None)
+            )
+        ).all()
         labels: dict[int, str | None] = {}
         categories: dict[int, str] = {}
         to_split: list[tuple[int, str, str | None]] = []
@@ -371,22 +477,38 @@ def label_step(pipeline: Pipeline, step: S3ImportStep, *,
                 categories[row.id] = step.category
         if to_split:
             existing = {
-                r.label: (int(r.total), int(r.testing or 0)) for r in conn.execute(
-                    sa.select(ic.label, sa.func.count().label("total"),
-                              sa.func.sum(sa.case((ic.category == "testing", 1), else_=0))
-                              .label("testing"))
-                    .where((ic.dataset_id == dataset_id) & ic.deleted_at.is_(None)
-                           & ic.category.is_not(None))
-                    .group_by(ic.label))
+                r.label: (int(r.total), int(r.testing or 0))
+                for r in conn.execute(
+                    sa.select(
+                        ic.label,
+                        sa.func.count().label("total"),
+                        sa.func.sum(sa.case((ic.category == "testing", 1), else_=0)).label(
+                            "testing"
+                        ),
+                    )
+                    .where(
+                        (ic.dataset_id == dataset_id)
+                        & ic.deleted_at.is_(None)
+                        & ic.category.is_not(None)
+                    )
+                    .group_by(ic.label)
+                )
             }
             categories.update(split(to_split, existing))
         if todo:
             conn.execute(
-                items.update().where(ic.id == sa.bindparam("item_id")).values(
-                    label=sa.bindparam("new_label"), category=sa.bindparam("new_category"),
-                    label_pending=False),
-                [{"item_id": i, "new_label": labels[i], "new_category": categories[i]}
-                 for i in labels])
+                items.update()
+                .where(ic.id == sa.bindparam("item_id"))
+                .values(
+                    label=sa.bindparam("new_label"),
+                    category=sa.bindparam("new_category"),
+                    label_pending=False,
+                ),
+                [
+                    {"item_id": i, "new_label": labels[i], "new_category": categories[i]}
+                    for i in labels
+                ],
+            )
     stats = {
         "labeled": sum(1 for v in labels.values() if v is not None),
         "unlabeled": sum(1 for v in labels.values() if v is None),

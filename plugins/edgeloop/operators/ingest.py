@@ -23,8 +23,9 @@ class InvalidConfigOperator(BaseOperator):
     def execute(self, context: Context) -> None:
         from edgeloop.errors import ConfigError
 
-        raise ConfigError(f"pipeline config is invalid; run `edgeloop validate {self.file}`:\n"
-                          f"{self.message}")
+        raise ConfigError(
+            f"pipeline config is invalid; run `edgeloop validate {self.file}`:\n{self.message}"
+        )
 
 
 class _PipelineStepOperator(BaseOperator):

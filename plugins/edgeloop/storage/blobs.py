@@ -34,8 +34,9 @@ class BlobStore:
 
         settings = get_settings()
         if settings.blob_root.startswith("s3://"):
-            return S3BlobStore(settings.blob_root, settings.home / "blob-tmp",
-                               conn_id=settings.blob_conn_id)
+            return S3BlobStore(
+                settings.blob_root, settings.home / "blob-tmp", conn_id=settings.blob_conn_id
+            )
         return BlobStore(settings.blob_root)
 
     def temp_file(self) -> Path:
@@ -74,7 +75,7 @@ class S3BlobStore(BlobStore):
 
     def __init__(self, uri: str, tmp: Path, *, conn_id: str = "aws_default") -> None:
         self.uri = uri.rstrip("/") + "/"
-        self.bucket, _, self.prefix = self.uri[len("s3://"):].partition("/")
+        self.bucket, _, self.prefix = self.uri[len("s3://") :].partition("/")
         self.conn_id = conn_id
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,11 @@ from edgeloop.catalog.store import VERSION_TABLE
 from edgeloop.catalog.tables import metadata
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=metadata,
-                  version_table=VERSION_TABLE, render_as_batch=True)
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    version_table=VERSION_TABLE,
+    render_as_batch=True,
+)
 with context.begin_transaction():
     context.run_migrations()
