@@ -47,3 +47,7 @@ class BlockError(EdgeloopError):
 
 class DeployError(EdgeloopError):
     """A deployment build failed (conversion, code generation or verification)."""
+
+
+class TrainingError(EdgeloopError):
+    """Training, retraining, the explorer, versions or deployments of a project failed."""
