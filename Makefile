@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export EDGELOOP_PIPELINES_DIR ?= $(CURDIR)/include/pipelines
 
-.PHONY: install demo up test lint bench lock clean
+.PHONY: install demo up up-distributed test lint bench lock clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(BIN)/python scripts/up.py
 
+# docker-compose.yaml's topology as local processes (Celery, PostgreSQL, Redis, S3 blobs).
+up-distributed: $(STAMP)
+	$(BIN)/python scripts/up_distributed.py
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -48,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/combiner.py
 
 clean:
-	rm -rf .airflow var
+	rm -rf .airflow .airflow-distributed var
