@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import sqlalchemy as sa
 
 from edgeloop.catalog.store import Catalog, upgrade
 from edgeloop.catalog.tables import items, source_objects
-from edgeloop.config import load_pipeline
 from edgeloop.errors import SourceError
-from edgeloop.ingest.sync import label_step, sync_step, verify_source
+from edgeloop.ingest.label import label_source
+from edgeloop.ingest.source import (
+    REQUEST_ATTEMPTS,
+    STREAM_ATTEMPTS,
+    S3Source,
+    SourceSpec,
+    verify_source,
+)
+from edgeloop.ingest.sync import sync_source
 from edgeloop.storage.blobs import BlobStore
 
 PREFIX = "data/"
@@ -28,6 +41,30 @@ PREFIX = "data/"
 @pytest.fixture
 def home(edgeloop_home: Path) -> Path:
     return edgeloop_home
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on 127.0.0.1 (skipped without a server)."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(
+            host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3
+        )
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
+    admin.autocommit = True
+    db = f"edgeloop_test_{uuid.uuid4().hex[:8]}"
+    admin.cursor().execute(f"CREATE DATABASE {db}")
+    url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
+    try:
+        yield url
+    finally:
+        from edgeloop.catalog.store import engine_for
+
+        engine_for(url).dispose()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        admin.close()
 
 
 @pytest.fixture
@@ -47,28 +84,22 @@ def conn_id(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
     return name
 
 
-def make_pipeline(tmp_path: Path, bucket: str, conn_id: str, **block):
-    doc = {
-        "id": "p",
-        "name": "test",
-        "project": "proj",
-        "steps": [
-            {
-                "name": "import",
-                "builtinTransformationBlock": {
-                    "type": "s3-to-project",
-                    "path": f"s3://{bucket}/{PREFIX}",
-                    "awsConnId": conn_id,
-                    "category": "split",
-                    "labelStrategy": "infer-from-folder-name",
-                    **block,
-                },
-            }
-        ],
-    }
-    path = tmp_path / "p.json"
-    path.write_text(json.dumps(doc))
-    return load_pipeline(path)
+@dataclass(frozen=True)
+class Import:
+    """One import step's arguments, as the operators pass them."""
+
+    spec: SourceSpec
+    project: str = "proj"
+    strategy: str = "infer-from-folder-name"
+    category: str = "split"
+    sync_deletions: bool = False
+
+
+def make_import(bucket: str, conn_id: str, *, sync_deletions: bool = False, **spec) -> Import:
+    return Import(
+        SourceSpec(scheme="s3", bucket=bucket, prefix=PREFIX, conn_id=conn_id, **spec),
+        sync_deletions=sync_deletions,
+    )
 
 
 def put(client, bucket: str, objects: dict[str, bytes]) -> None:
@@ -76,9 +107,14 @@ def put(client, bucket: str, objects: dict[str, bytes]) -> None:
         client.put_object(Bucket=bucket, Key=PREFIX + key, Body=body)
 
 
-def run(pipeline, **kw) -> tuple[dict, dict]:
-    step = pipeline.steps[0]
-    return sync_step(pipeline, step, **kw), label_step(pipeline, step)
+def sync(imp: Import, **kw) -> dict:
+    return sync_source(imp.spec, imp.project, sync_deletions=imp.sync_deletions, **kw)
+
+
+def run(imp: Import, **kw) -> tuple[dict, dict]:
+    stats = sync(imp, **kw)
+    labels = label_source(imp.spec.uri, imp.project, strategy=imp.strategy, category=imp.category)
+    return stats, labels
 
 
 def by_name(project: str = "proj", deleted: bool = False) -> dict[str, dict]:
@@ -98,30 +134,33 @@ LAYOUT = {
     "ünï cödé/spaced name.v1.2.png": b"unicode",
     "cars/copy-of-car-1.jpg": b"car 1",  # duplicate content of cars.01741.jpg
     "notes/readme.md": b"not a data type",  # skipped: type
+    "README.txt": b"read me",  # skipped: text is not a default type
     "cars/": b"",  # skipped: folder marker
 }
 
 
 def test_full_sync_labels_and_splits_then_resync_changes_nothing(
-    tmp_path, home, s3_client, s3_bucket, conn_id
+    home, s3_client, s3_bucket, conn_id
 ) -> None:
     put(s3_client, s3_bucket, LAYOUT)
-    pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
-    assert verify_source(pipeline.steps[0])["first_page_objects"] > 0
-    stats, labels = run(pipeline)
+    imp = make_import(s3_bucket, conn_id)
+    assert verify_source(imp.spec)["first_page_objects"] > 0
+    stats, labels = run(imp)
     assert stats == {
-        "listed": 11,
+        "listed": 12,
         "new": 8,
         "updated": 0,
         "unchanged": 0,
         "duplicates": 1,
-        "skipped": 2,
+        "skipped": 3,
         "failed": 0,
         "deleted": 0,
+        "gone": 0,
     }
-    assert labels["labeled"] + labels["unlabeled"] == 8
+    assert labels["labeled"] + labels["unlabeled"] == 8 and labels["warnings"] == []
     got = by_name()
-    assert set(got) == set(LAYOUT) - {"notes/readme.md", "cars/", "cars/copy-of-car-1.jpg"}
+    skipped = {"notes/readme.md", "README.txt", "cars/", "cars/copy-of-car-1.jpg"}
+    assert set(got) == set(LAYOUT) - skipped
     assert got["cars/cars.01741.jpg"]["label"] == "cars"
     assert got["unlabeled/cars.02066.jpg"]["label"] is None
     assert got["root level.png"]["label"] is None
@@ -147,17 +186,65 @@ def test_full_sync_labels_and_splits_then_resync_changes_nothing(
     assert len(stored) == 8  # the duplicate is stored once
 
     categories = {n: r["category"] for n, r in got.items()}
-    stats, labels = run(pipeline)
+    stats, labels = run(imp)
     assert stats["new"] == stats["updated"] == stats["duplicates"] == 0
-    assert stats["unchanged"] == 9 and stats["skipped"] == 2
-    assert labels == {"labeled": 0, "unlabeled": 0, "training": 0, "testing": 0}
+    assert stats["unchanged"] == 9 and stats["skipped"] == 3
+    assert labels == {"labeled": 0, "unlabeled": 0, "training": 0, "testing": 0, "warnings": []}
     assert {n: r["category"] for n, r in by_name().items()} == categories
 
 
-def test_add_change_delete_are_exact(tmp_path, home, s3_client, s3_bucket, conn_id) -> None:
+def test_sync_and_label_log_readable_lines(home, s3_client, s3_bucket, conn_id, caplog) -> None:
+    put(s3_client, s3_bucket, {f"{c}/{i}.png": f"{c}{i}".encode() for c in "ab" for i in range(3)})
+    caplog.set_level(logging.INFO, logger="edgeloop")
+    run(make_import(s3_bucket, conn_id))
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("edgeloop.ingest")]
+    assert not any(line.lstrip().startswith("{") for line in lines)
+    text = "\n".join(lines)
+    assert f"synced s3://{s3_bucket}/{PREFIX}" in text and "new 6, updated 0" in text
+    assert "6 labeled, 0 unlabeled" in text and "  a: 3" in text and "  b: 3" in text
+
+
+def test_labels_that_look_like_file_ids_warn(home, s3_client, s3_bucket, conn_id, caplog) -> None:
+    put(s3_client, s3_bucket, {f"cat_{i:04d}.png": f"cat {i}".encode() for i in range(30)})
+    imp = dataclasses.replace(make_import(s3_bucket, conn_id), strategy="infer-from-file-name")
+    caplog.set_level(logging.INFO, logger="edgeloop")
+    _, labels = run(imp)
+    assert labels["labeled"] == 30
+    assert len(labels["warnings"]) == 1
+    assert "30 of 30 labels hold a single item" in labels["warnings"][0]
+    assert "look like file ids" in labels["warnings"][0]
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("look like file ids" in r.getMessage() for r in warned)
+
+
+def test_hostile_keys_give_safe_labels(home, s3_client, s3_bucket, conn_id) -> None:
+    hostile = {
+        "../escape.png": b"h1",
+        "/etc/passwd.png": b"h2",
+        "./dot.png": b"h3",
+        "tab\tcar /x.png": b"h4",
+        " spaced /y.png": b"h5",
+        "back\\slash/z.png": b"h6",
+        "bell\x07/w.png": b"h7",
+    }
+    put(s3_client, s3_bucket, hostile)
+    run(make_import(s3_bucket, conn_id))
+    labels = {r["source_key"][len(PREFIX) :]: r["label"] for r in by_name().values()}
+    assert labels == {
+        "../escape.png": None,
+        "/etc/passwd.png": None,
+        "./dot.png": None,
+        "tab\tcar /x.png": "tabcar",
+        " spaced /y.png": "spaced",
+        "back\\slash/z.png": "back_slash",
+        "bell\x07/w.png": "bell",
+    }
+
+
+def test_add_change_delete_are_exact(home, s3_client, s3_bucket, conn_id) -> None:
     put(s3_client, s3_bucket, {f"a/{i}.png": f"a{i}".encode() for i in range(10)})
-    pipeline = make_pipeline(tmp_path, s3_bucket, conn_id, syncDeletions=True)
-    run(pipeline)
+    imp = make_import(s3_bucket, conn_id, sync_deletions=True)
+    run(imp)
     before = by_name()
     put(
         s3_client,
@@ -165,7 +252,7 @@ def test_add_change_delete_are_exact(tmp_path, home, s3_client, s3_bucket, conn_
         {"b/new1.png": b"new1", "b/new2.png": b"new2", "a/3.png": b"changed a3"},
     )
     s3_client.delete_object(Bucket=s3_bucket, Key=PREFIX + "a/7.png")
-    stats, labels = run(pipeline)
+    stats, labels = run(imp)
     assert stats == {
         "listed": 11,
         "new": 2,
@@ -175,6 +262,7 @@ def test_add_change_delete_are_exact(tmp_path, home, s3_client, s3_bucket, conn_
         "skipped": 0,
         "failed": 0,
         "deleted": 1,
+        "gone": 0,
     }
     assert labels["labeled"] == 3
     after = by_name()
@@ -188,82 +276,258 @@ def test_add_change_delete_are_exact(tmp_path, home, s3_client, s3_bucket, conn_
     assert Catalog.from_settings().counts("proj")["label"] == {"a": 9, "b": 2}
 
     put(s3_client, s3_bucket, {"a/7.png": b"a7"})  # it comes back
-    stats, _ = run(pipeline)
+    stats, _ = run(imp)
     assert (stats["updated"], stats["new"]) == (1, 0)
     assert by_name()["a/7.png"]["id"] == before["a/7.png"]["id"]
 
-
-def test_deletions_are_ignored_by_default(tmp_path, home, s3_client, s3_bucket, conn_id) -> None:
-    put(s3_client, s3_bucket, {"a/1.png": b"1", "a/2.png": b"2"})
-    pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
-    run(pipeline)
-    s3_client.delete_object(Bucket=s3_bucket, Key=PREFIX + "a/1.png")
-    stats, _ = run(pipeline)
-    assert stats["deleted"] == 0 and set(by_name()) == {"a/1.png", "a/2.png"}
+    # A key whose content becomes another item's is a duplicate; its item retires.
+    put(s3_client, s3_bucket, {"a/8.png": b"a1"})
+    stats, _ = run(imp)
+    assert (stats["duplicates"], stats["updated"], stats["new"]) == (1, 0, 0)
+    assert "a/8.png" not in by_name() and len(by_name()) == 11
 
 
-class FlakyClient:
-    """Wraps a real client; get_object of the named keys fails with a connection error."""
-
-    def __init__(self, client, poisoned: set[str]) -> None:
-        self._client = client
-        self.poisoned = poisoned
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-    def get_object(self, **kw):
-        from botocore.exceptions import EndpointConnectionError
-
-        if kw["Key"] in self.poisoned:
-            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-        return self._client.get_object(**kw)
-
-
-def test_failed_objects_fail_the_task_after_committing_the_rest(
-    tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch
+def test_deletions_are_ignored_by_default_and_counted_as_gone(
+    home, s3_client, s3_bucket, conn_id, caplog
 ) -> None:
-    monkeypatch.setattr("edgeloop.ingest.sync.time.sleep", lambda s: None)
+    put(s3_client, s3_bucket, {f"a/{i}.png": str(i).encode() for i in range(6)})
+    imp = make_import(s3_bucket, conn_id)
+    run(imp)
+    for i in range(4):
+        s3_client.delete_object(Bucket=s3_bucket, Key=f"{PREFIX}a/{i}.png")
+    caplog.set_level(logging.INFO, logger="edgeloop")
+    stats, _ = run(imp)
+    assert (stats["listed"], stats["deleted"], stats["gone"]) == (2, 0, 4)
+    assert len(by_name()) == 6
+    assert any(
+        "4 item(s) of this source are no longer in it" in r.getMessage() for r in caplog.records
+    )
+
+
+def count_gets(source: S3Source) -> Counter:
+    """HTTP GetObject requests sent by this source's client, per key (retries included)."""
+    sent: Counter = Counter()
+
+    def before_send(request, **kw):
+        if request.method == "GET" and "list-type" not in request.url:
+            sent[unquote(urlsplit(request.url).path.split("/", 2)[2])] += 1
+
+    source.client.meta.events.register("before-send.s3.GetObject", before_send)
+    return sent
+
+
+def test_a_failing_request_is_retried_by_botocore_only(home, s3_client, s3_bucket, conn_id) -> None:
+    """Up to 16 GETs per object before (botocore's retries inside a hand-written loop)."""
+    from botocore.awsrequest import AWSResponse
+
     objects = {f"x/{i:03d}.png": f"obj {i}".encode() for i in range(40)}
     put(s3_client, s3_bucket, objects)
-    pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
-    flaky = FlakyClient(s3_client, {PREFIX + "x/005.png", PREFIX + "x/031.png"})
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    sent = count_gets(source)
+    poisoned = {PREFIX + "x/005.png", PREFIX + "x/031.png"}
+
+    class Raw:
+        def stream(self, **kw):
+            yield b"<Error><Code>InternalError</Code><Message>boom</Message></Error>"
+
+    def fail(request, **kw):
+        key = unquote(urlsplit(request.url).path.split("/", 2)[2])
+        if key in poisoned:
+            return AWSResponse(request.url, 500, {}, Raw())
+        return None
+
+    source.client.meta.events.register_last("before-send.s3.GetObject", fail)
     with pytest.raises(SourceError, match=r"2 object\(s\) of .* could not be fetched") as err:
-        sync_step(pipeline, pipeline.steps[0], client=flaky)
-    assert "x/005.png" in str(err.value) or "127.0.0.1:1" in str(err.value)
+        sync(imp, source=source)
+    for key in poisoned:
+        assert f"s3://{s3_bucket}/{key}: InternalError" in str(err.value)
+        assert sent[key] == REQUEST_ATTEMPTS
+    assert all(n == 1 for key, n in sent.items() if key not in poisoned)
     assert len(by_name()) == 38
-    stats, _ = run(pipeline)
+    stats, _ = run(imp)
     assert (stats["new"], stats["unchanged"], stats["failed"]) == (2, 38, 0)
     assert len(by_name()) == 40
+
+
+def test_a_broken_stream_is_fetched_again_a_bounded_number_of_times(
+    home, s3_client, s3_bucket, conn_id
+) -> None:
+    from botocore.exceptions import ResponseStreamingError
+
+    put(s3_client, s3_bucket, {"a/ok.png": b"fine", "a/broken.png": b"x" * 5000})
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    sent = count_gets(source)
+
+    class BreakingBody:
+        def __init__(self, body) -> None:
+            self.body = body
+
+        def iter_chunks(self, size):
+            yield self.body.read(100)
+            raise ResponseStreamingError(error="Connection broken: IncompleteRead")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.body.close()
+
+    def break_body(http_response, parsed, model, **kw):
+        if parsed.get("ContentLength") == 5000:
+            parsed["Body"] = BreakingBody(parsed["Body"])
+
+    source.client.meta.events.register("after-call.s3.GetObject", break_body)
+    with pytest.raises(SourceError) as err:
+        sync(imp, source=source)
+    assert f"s3://{s3_bucket}/{PREFIX}a/broken.png: the download broke" in str(err.value)
+    assert sent[PREFIX + "a/broken.png"] == STREAM_ATTEMPTS
+    assert sent[PREFIX + "a/ok.png"] == 1
+    assert set(by_name()) == {"a/ok.png"}
+    assert not list((home / "blobs" / "tmp").iterdir())  # no partial download left
+
+
+def test_an_object_changed_after_listing_fails_named_after_bounded_gets(
+    home, s3_client, s3_bucket, conn_id
+) -> None:
+    put(s3_client, s3_bucket, {"a/1.png": b"one", "a/2.png": b"two"})
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    sent = count_gets(source)
+    changed: list[str] = []
+
+    def change_first(request, **kw):  # the object is rewritten between listing and download
+        if request.url.endswith("a/2.png") and not changed:
+            changed.append(request.url)
+            s3_client.put_object(Bucket=s3_bucket, Key=PREFIX + "a/2.png", Body=b"longer two")
+
+    source.client.meta.events.register_first("before-send.s3.GetObject", change_first)
+    with pytest.raises(SourceError) as err:
+        sync(imp, source=source)
+    assert f"{PREFIX}a/2.png: got 10 bytes, the listing said 3" in str(err.value)
+    assert sent[PREFIX + "a/2.png"] == STREAM_ATTEMPTS
+    stats, _ = run(imp)  # the next run sees the new version
+    assert (stats["new"], stats["unchanged"]) == (1, 1)
+
+
+def test_a_key_deleted_after_listing_is_named(home, s3_client, s3_bucket, conn_id) -> None:
+    put(s3_client, s3_bucket, {"a/1.png": b"one", "a/2.png": b"two"})
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    sent = count_gets(source)
+
+    def delete_first(request, **kw):
+        if request.url.endswith("a/2.png") and not sent.get("deleted"):
+            sent["deleted"] = 1
+            s3_client.delete_object(Bucket=s3_bucket, Key=PREFIX + "a/2.png")
+
+    source.client.meta.events.register_first("before-send.s3.GetObject", delete_first)
+    with pytest.raises(SourceError) as err:
+        sync(imp, source=source)
+    assert f"s3://{s3_bucket}/{PREFIX}a/2.png: NoSuchKey" in str(err.value)
+    assert sent[PREFIX + "a/2.png"] == 1
+    assert set(by_name()) == {"a/1.png"}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KB tmpfs (needs root and mount; skipped otherwise)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_names_the_objects_and_stops(
+    home, s3_client, s3_bucket, conn_id, tiny_disk
+) -> None:
+    put(s3_client, s3_bucket, {f"a/{i:02d}.png": os.urandom(20_000) for i in range(30)})
+    imp = make_import(s3_bucket, conn_id)
+    with pytest.raises(SourceError) as err:
+        sync(imp, blobs=BlobStore(tiny_disk))
+    text = str(err.value)
+    assert text.startswith(f"stopped syncing s3://{s3_bucket}/{PREFIX}: no space left")
+    assert f"s3://{s3_bucket}/{PREFIX}a/" in text and "[Errno 28]" in text
+    rows = by_name()
+    assert 0 < len(rows) < 30  # what fit is recorded
+    assert not list((tiny_disk / "tmp").iterdir())
+
+
+def test_a_nul_key_fails_alone_named(home, s3_client, s3_bucket, conn_id) -> None:
+    put(s3_client, s3_bucket, {"a/ok.png": b"ok", "a/n\x00ul.png": b"nul", "b/ok.png": b"ok2"})
+    imp = make_import(s3_bucket, conn_id)
+    with pytest.raises(SourceError) as err:
+        sync(imp)
+    assert f"s3://{s3_bucket}/{PREFIX}a/n\\x00ul.png: the key holds a NUL" in str(err.value)
+    assert set(by_name()) == {"a/ok.png", "b/ok.png"}
+
+
+STALE_SCRIPT = """
+import os, signal, sys
+from edgeloop.storage.blobs import BlobStore
+path, out = BlobStore(sys.argv[1]).open_temp()
+out.write(b"partial")
+out.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_stale_partial_downloads_are_removed(home, s3_client, s3_bucket, conn_id) -> None:
+    blobs = BlobStore.from_settings()
+    subprocess.run([sys.executable, "-c", STALE_SCRIPT, str(blobs.root)], check=False)
+    (stale,) = blobs.tmp.glob("dl-*")
+    live_path, live = blobs.open_temp()  # a download of a running sync: locked
+    young = blobs.tmp / "dl-young"
+    young.write_bytes(b"just created")
+    old = time.time() - 3600
+    for path in (stale, live_path):
+        os.utime(path, (old, old))
+    put(s3_client, s3_bucket, {"a/1.png": b"one"})
+    try:
+        assert sync(make_import(s3_bucket, conn_id))["new"] == 1
+        assert not stale.exists()
+        assert live_path.exists() and young.exists()
+    finally:
+        live.close()
 
 
 KILL_SCRIPT = """
 import sys, time
 import edgeloop.ingest.sync as sync
-from edgeloop.config import load_pipeline
+from edgeloop.ingest.source import S3Source, SourceSpec
 sync.BATCH = 5
-pipeline = load_pipeline(sys.argv[1])
-from edgeloop.ingest.sync import s3_client
-client = s3_client(pipeline.steps[0])
-real = client.get_object
+spec = SourceSpec(scheme="s3", bucket=sys.argv[1], prefix=sys.argv[2], conn_id=sys.argv[3],
+                  concurrency=2)
+source = S3Source(spec)
+real = source.client.get_object
 def slow(**kw):
     time.sleep(0.05)
     return real(**kw)
-client.get_object = slow
-step = pipeline.steps[0].__class__(**{**pipeline.steps[0].__dict__, "concurrency": 2})
-sync.sync_step(pipeline, step, client=client)
+source.client.get_object = slow
+sync.sync_source(spec, "proj", source=source)
 """
 
 
 def test_killed_sync_resumes_without_loss_or_duplicates(
-    tmp_path, home, s3_client, s3_bucket, conn_id
+    home, s3_client, s3_bucket, conn_id
 ) -> None:
     objects = {f"k/{i:03d}.png": f"kill {i}".encode() for i in range(120)}
     put(s3_client, s3_bucket, objects)
-    pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
+    imp = make_import(s3_bucket, conn_id)
     catalog = Catalog.from_settings()
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, pipeline.source_file], env=os.environ.copy()
+        [sys.executable, "-c", KILL_SCRIPT, s3_bucket, PREFIX, conn_id], env=os.environ.copy()
     )
     try:
         deadline = time.monotonic() + 60
@@ -277,7 +541,7 @@ def test_killed_sync_resumes_without_loss_or_duplicates(
     finally:
         proc.wait()
     assert 10 <= n < 120, "the sync must be killed midway"
-    stats, _ = run(pipeline)
+    stats, _ = run(imp)
     assert stats["new"] + stats["unchanged"] == 120 and stats["failed"] == 0
     got = by_name()
     assert len(got) == 120
@@ -288,57 +552,92 @@ def test_killed_sync_resumes_without_loss_or_duplicates(
         assert conn.execute(sa.select(sa.func.count()).select_from(source_objects)).scalar() == 120
 
 
-def test_verify_source_names_bucket_prefix_connection_and_code(
-    tmp_path, home, s3_bucket, conn_id
-) -> None:
-    pipeline = make_pipeline(tmp_path, "no-such-bucket-here", conn_id)
+def test_verify_source_names_bucket_prefix_connection_and_code(home, s3_bucket, conn_id) -> None:
+    imp = make_import("no-such-bucket-here", conn_id)
     with pytest.raises(SourceError) as err:
-        verify_source(pipeline.steps[0])
+        verify_source(imp.spec)
     text = str(err.value)
     for part in ("no-such-bucket-here", PREFIX, conn_id, "NoSuchBucket"):
         assert part in text
 
 
-def test_inline_encrypted_secret_works_and_never_lands_in_catalog(
-    tmp_path, home, s3_server, s3_client, s3_bucket, monkeypatch
-) -> None:
+@pytest.fixture
+def fernet_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from airflow.sdk.crypto import get_fernet
     from cryptography.fernet import Fernet
 
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
+    yield
+    get_fernet.cache_clear()
+
+
+def test_inline_encrypted_secret_works_without_a_connection_and_never_leaks(
+    home, s3_server, s3_client, s3_bucket, fernet_key, caplog
+) -> None:
     from edgeloop.secrets import encrypt_secret
 
-    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
-    from airflow.sdk.crypto import get_fernet
-
-    get_fernet.cache_clear()
     secret = "s3cr3t-" + uuid.uuid4().hex
     token = encrypt_secret(secret)
     put(s3_client, s3_bucket, {"a/1.png": b"one"})
-    pipeline = make_pipeline(
-        tmp_path,
+    imp = make_import(
         s3_bucket,
-        "unused",
-        accessKey="AKIATEST",
-        secretKeyEncrypted=token,
+        "no-such-connection",
+        access_key="AKIATEST",
+        secret_key_encrypted=token,
         endpoint=s3_server.endpoint,
     )
-    stats, _ = run(pipeline)
+    caplog.set_level(logging.DEBUG)
+    source = S3Source(imp.spec)
+    assert source.hook.conn_config.aws_access_key_id == "AKIATEST"
+    stats, _ = run(imp, source=source)
     assert stats["new"] == 1 and secret not in json.dumps(stats)
+    assert secret not in repr(imp.spec) and secret not in caplog.text
     for path in home.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    get_fernet.cache_clear()
 
 
-def test_blobs_under_an_s3_prefix(
-    tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch
+def test_gcs_through_the_xml_api_with_an_endpoint_override(
+    home, s3_server, s3_client, s3_bucket, conn_id, fernet_key
 ) -> None:
+    from edgeloop.secrets import encrypt_secret
+
+    put(s3_client, s3_bucket, {"cats/1.png": b"gs one", "dogs/2.png": b"gs two"})
+    default = S3Source(SourceSpec(scheme="gs", bucket=s3_bucket, prefix=PREFIX, conn_id=conn_id))
+    assert (
+        default.hook.conn_config.get_service_endpoint_url("s3") == "https://storage.googleapis.com"
+    )
+    spec = SourceSpec(
+        scheme="gs",
+        bucket=s3_bucket,
+        prefix=PREFIX,
+        endpoint=s3_server.endpoint,
+        access_key="GOOGHMACKEY",
+        secret_key_encrypted=encrypt_secret("hmac-secret"),
+    )
+    assert spec.uri == f"gs://{s3_bucket}/{PREFIX}"
+    assert verify_source(spec)["source"] == spec.uri
+    stats = sync_source(spec, "proj")
+    assert (stats["new"], stats["failed"]) == (2, 0)
+    label_source(spec.uri, "proj", strategy="infer-from-folder-name", category="split")
+    got = by_name()
+    assert {r["label"] for r in got.values()} == {"cats", "dogs"}
+    assert {r["source"] for r in got.values()} == {spec.uri}
+    # A connection works too; the spec's endpoint overrides the connection's.
+    via_conn = SourceSpec(
+        scheme="gs", bucket=s3_bucket, prefix=PREFIX, conn_id=conn_id, endpoint=s3_server.endpoint
+    )
+    assert sync_source(via_conn, "proj")["unchanged"] == 2
+
+
+def test_blobs_under_an_s3_prefix(home, s3_client, s3_bucket, conn_id, monkeypatch) -> None:
     blob_bucket = f"blobs-{uuid.uuid4().hex[:8]}"
     s3_client.create_bucket(Bucket=blob_bucket)
     monkeypatch.setenv("EDGELOOP_BLOB_ROOT", f"s3://{blob_bucket}/store")
     monkeypatch.setenv("EDGELOOP_BLOB_CONN_ID", conn_id)
     put(s3_client, s3_bucket, {"a/1.png": b"s3 one", "a/2.png": b"s3 two", "b/3.png": b"s3 one"})
-    pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
-    stats, _ = run(pipeline)
+    stats, _ = run(make_import(s3_bucket, conn_id))
     assert (stats["new"], stats["duplicates"]) == (2, 1)
     keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=blob_bucket)["Contents"])
     digests = sorted(hashlib.sha256(b).hexdigest() for b in (b"s3 one", b"s3 two"))
@@ -348,32 +647,20 @@ def test_blobs_under_an_s3_prefix(
     assert not any((home / "blob-tmp").iterdir())
 
 
-def test_postgresql_catalog(tmp_path, home, s3_client, s3_bucket, conn_id, monkeypatch) -> None:
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(
-            host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3
-        )
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    db = f"edgeloop_test_{uuid.uuid4().hex[:8]}"
-    admin.cursor().execute(f"CREATE DATABASE {db}")
-    try:
-        url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
-        monkeypatch.setenv("EDGELOOP_CATALOG_URL", url)
-        upgrade(url)
-        put(
-            s3_client,
-            s3_bucket,
-            {"a/1.png": b"pg one", "b/2.png": b"pg two", "b/dup.png": b"pg one"},
-        )
-        pipeline = make_pipeline(tmp_path, s3_bucket, conn_id)
-        stats, _ = run(pipeline)
-        assert (stats["new"], stats["duplicates"]) == (2, 1)
-        assert run(pipeline)[0]["unchanged"] == 3
-        assert Catalog(url).counts("proj")["label"] == {"a": 1, "b": 1}
-        Catalog(url).engine.dispose()
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        admin.close()
+def test_postgresql_catalog(home, s3_client, s3_bucket, conn_id, monkeypatch, pg_url) -> None:
+    monkeypatch.setenv("EDGELOOP_CATALOG_URL", pg_url)
+    upgrade(pg_url)
+    put(
+        s3_client,
+        s3_bucket,
+        {"a/1.png": b"pg one", "b/2.png": b"pg two", "b/dup.png": b"pg one", "c/n\x00.png": b"n"},
+    )
+    imp = make_import(s3_bucket, conn_id)
+    with pytest.raises(SourceError, match=r"1 object\(s\) .*c/n\\x00.png: the key holds a NUL"):
+        sync(imp)
+    label_source(imp.spec.uri, "proj", strategy=imp.strategy, category=imp.category)
+    with pytest.raises(SourceError, match="NUL"):
+        sync(imp)
+    catalog = Catalog(pg_url)
+    assert catalog.counts("proj")["label"] == {"a": 1, "b": 1}
+    assert len(catalog.list_items("proj")) == 2

@@ -149,16 +149,24 @@ class Catalog:
             yield conn
 
     def dataset_id(self, conn: sa.Connection, name: str, *, create: bool = True) -> int | None:
-        row = conn.execute(sa.select(datasets.c.id).where(datasets.c.name == name)).first()
+        """The dataset's id; with ``create``, insert-or-get (safe when several processes
+        create the same project at once: the loser of the insert reads the winner's row)."""
+        query = sa.select(datasets.c.id).where(datasets.c.name == name)
+        row = conn.execute(query).first()
         if row:
             return int(row[0])
         if not create:
             return None
-        return int(
-            conn.execute(
-                datasets.insert().values(name=name, created_at=now())
-            ).inserted_primary_key[0]
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        conn.execute(
+            insert(datasets)
+            .values(name=name, created_at=now())
+            .on_conflict_do_nothing(index_elements=["name"])
         )
+        return int(conn.execute(query).scalar_one())
 
     def list_items(self, dataset: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -38,7 +38,15 @@ items = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("deleted_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("dataset_id", "source", "source_key", name="uq_items_source_key"),
-    sa.Index("ix_items_dataset_sha256", "dataset_id", "sha256"),
+    # Identical content is one live item per dataset, whatever runs import it at once.
+    sa.Index(
+        "uq_items_live_sha256",
+        "dataset_id",
+        "sha256",
+        unique=True,
+        sqlite_where=sa.text("deleted_at IS NULL"),
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    ),
 )
 
 files = sa.Table(

@@ -1,187 +1,63 @@
-"""Incremental S3 → project sync, and the label task (plain functions).
+"""Incremental sync of one source into a project's dataset (plain function ``sync_source``).
 
-``sync_step`` lists the source prefix, compares it with the catalog's ledger for
-that source (key, ETag, size), downloads only new or changed objects in a
-bounded thread pool (streamed to a temp file while hashing, size and MD5
-verified), moves them into the blob store and records them in batched
-transactions. A crash leaves at most orphan blobs; a re-run finishes the rest.
+The source prefix is listed and compared with the catalog's ledger for that source
+(key, ETag, size); only new or changed objects are downloaded, in a bounded thread
+pool (streamed to a temp file while hashing, size and MD5 verified), moved into the
+blob store and recorded in batched transactions. A crash leaves at most orphan blobs;
+a re-run finishes the rest.
+
+Concurrency: the database holds each distinct content once per project (a unique
+index over the live items' ``(dataset_id, sha256)``) and each source key once; rows
+are inserted with ``ON CONFLICT DO NOTHING`` and an insert that loses a race is
+counted as a duplicate (other content) or as unchanged (the same key, inserted by a
+concurrent run of the same source). So any number of runs may import into one project
+at once: they finish with the catalog one run alone would give.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import errno
 import logging
-import os
 import time
-from collections.abc import Iterator
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from edgeloop.catalog.store import Catalog
 from edgeloop.catalog.tables import files, items, now, source_objects
-from edgeloop.config import Pipeline, S3ImportStep
 from edgeloop.errors import SourceError
-from edgeloop.ingest.labeling import infer_label, split
+from edgeloop.ingest.source import Fetched, S3Source, SourceSpec, describe
 from edgeloop.storage.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from edgeloop.config import Pipeline
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
-SYNC_KEYS = ("listed", "new", "updated", "unchanged", "duplicates", "skipped", "failed", "deleted")
-ATTEMPTS = 4
-CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Listed:
-    key: str
-    etag: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Fetched:
-    obj: Listed
-    sha256: str
-    blob: str
-
-
-class ChecksumError(SourceError):
-    pass
-
-
-def s3_client(step: S3ImportStep, *, file: str | None = None):
-    """A boto3 S3 client for a step: inline encrypted keys, or an Airflow connection.
-
-    ``endpoint`` and ``region`` in the step override the connection's.
-    """
-    from botocore.config import Config
-
-    config = Config(
-        max_pool_connections=step.concurrency + 4,
-        retries={"mode": "standard", "max_attempts": ATTEMPTS},
-        connect_timeout=10,
-        read_timeout=60,
-    )
-    if step.access_key and step.secret_key_encrypted:
-        import boto3
-
-        from edgeloop.secrets import decrypt_secret
-
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=step.endpoint,
-            region_name=step.region or "us-east-1",
-            aws_access_key_id=step.access_key,
-            aws_secret_access_key=decrypt_secret(
-                step.secret_key_encrypted, file=file, path="secretKeyEncrypted"
-            ),
-            config=config,
-        )
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    hook = S3Hook(aws_conn_id=step.aws_conn_id, region_name=step.region, config=config)
-    endpoint = step.endpoint or hook.conn_config.get_service_endpoint_url("s3")
-    return hook.get_session(region_name=step.region).client(
-        "s3",
-        endpoint_url=endpoint,
-        config=config,
-        region_name=step.region or hook.conn_config.region_name or "us-east-1",
-    )
-
-
-def _source_error(step: S3ImportStep, exc: Exception) -> SourceError:
-    from botocore.exceptions import ClientError
-
-    via = (
-        f"access key {step.access_key!r}" if step.access_key else f"connection '{step.aws_conn_id}'"
-    )
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        detail = f"{err.get('Code', '?')}: {err.get('Message', '')}"
-    else:
-        detail = f"{type(exc).__name__}: {exc}"
-    return SourceError(
-        f"cannot list {step.uri} (bucket '{step.bucket}', prefix '{step.prefix}', {via}): {detail}"
-    )
-
-
-def verify_source(step: S3ImportStep, *, client=None, file: str | None = None) -> dict[str, Any]:
-    """List one page of the source; fail fast with bucket, prefix, connection and error code."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    client = client or s3_client(step, file=file)
-    try:
-        page = client.list_objects_v2(Bucket=step.bucket, Prefix=step.prefix, MaxKeys=10)
-    except (ClientError, BotoCoreError) as exc:
-        raise _source_error(step, exc) from exc
-    found = page.get("KeyCount", 0)
-    log.info("source %s is readable (%s object(s) on the first page)", step.uri, found)
-    return {"source": step.uri, "first_page_objects": found}
-
-
-def list_source(client, step: S3ImportStep) -> Iterator[Listed]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    paginator = client.get_paginator("list_objects_v2")
-    try:
-        for page in paginator.paginate(Bucket=step.bucket, Prefix=step.prefix):
-            for obj in page.get("Contents", ()):
-                yield Listed(obj["Key"], obj["ETag"].strip('"'), int(obj["Size"]))
-    except (ClientError, BotoCoreError) as exc:
-        raise _source_error(step, exc) from exc
-
-
-def _download(client, step: S3ImportStep, obj: Listed, blobs: BlobStore) -> Fetched:
-    """Stream one object to a temp file while hashing; verify; move into the store."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    for attempt in range(1, ATTEMPTS + 1):
-        temp = blobs.temp_file()
-        try:
-            body = client.get_object(Bucket=step.bucket, Key=obj.key)["Body"]
-            sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-            with open(temp, "wb") as out:
-                for chunk in body.iter_chunks(CHUNK):
-                    sha.update(chunk)
-                    md5.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            if size != obj.size:
-                raise ChecksumError(
-                    f"s3://{step.bucket}/{obj.key}: got {size} bytes, listed {obj.size}"
-                )
-            if "-" not in obj.etag and len(obj.etag) == 32 and md5.hexdigest() != obj.etag:
-                raise ChecksumError(
-                    f"s3://{step.bucket}/{obj.key}: MD5 {md5.hexdigest()} "
-                    f"does not match ETag {obj.etag}"
-                )
-            digest = sha.hexdigest()
-            return Fetched(obj, digest, blobs.put(temp, digest))
-        except (ClientError, BotoCoreError, OSError, ChecksumError) as exc:
-            temp.unlink(missing_ok=True)
-            code = exc.response["Error"].get("Code") if isinstance(exc, ClientError) else ""
-            if attempt == ATTEMPTS or code in ("NoSuchKey", "AccessDenied", "403", "404"):
-                raise
-            delay = min(0.2 * 2**attempt, 5.0)
-            log.warning("retrying s3://%s/%s in %.1f s after: %s", step.bucket, obj.key, delay, exc)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def _skip(key: str, step: S3ImportStep) -> bool:
-    """Folder markers, the prefix itself and file types the project does not take."""
-    rel = key[len(step.prefix) :]
-    return key.endswith("/") or not rel or os.path.splitext(rel)[1].lower() not in step.file_types
+SYNC_KEYS = (
+    "listed",
+    "new",
+    "updated",
+    "unchanged",
+    "duplicates",
+    "skipped",
+    "failed",
+    "deleted",
+    "gone",
+)
+SHOWN_FAILURES = 5
 
 
 class _Ledger:
-    """What the catalog holds for one source, loaded once per sync."""
+    """What the catalog held for one source when the sync started.
+
+    A snapshot: concurrent runs may change the catalog meanwhile, which the database's
+    unique indexes catch at insert time.
+    """
 
     def __init__(self, conn: sa.Connection, dataset_id: int, source: str) -> None:
         so = source_objects.c
@@ -202,142 +78,261 @@ class _Ledger:
                 )
             )
         }
-        self.live_shas = {
-            r.sha256: r.id
-            for r in conn.execute(
-                sa.select(ic.id, ic.sha256).where(
-                    (ic.dataset_id == dataset_id) & ic.deleted_at.is_(None)
-                )
-            )
-        }
 
 
-def _record(
-    conn: sa.Connection,
-    ledger: _Ledger,
-    dataset_id: int,
-    step: S3ImportStep,
-    batch: list[Fetched],
-    stats: dict[str, int],
-) -> None:
-    """Write one batch of fetched objects in the caller's transaction."""
-    ts = now()
-    placed: list[tuple[Fetched, int]] = []  # (object, item it maps to)
-    new: list[Fetched] = []
-    duplicates: list[Fetched] = []
-    for f in batch:
-        existing = ledger.items.get(f.obj.key)
-        if existing is not None:
-            if existing.sha256 != f.sha256 or existing.deleted_at is not None:
+def _insert(conn: sa.Connection, table: sa.Table):  # -> a dialect insert with on_conflict_*
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _live_item(conn: sa.Connection, dataset_id: int, sha256: str) -> int | None:
+    return conn.execute(
+        sa.select(items.c.id).where(
+            (items.c.dataset_id == dataset_id)
+            & (items.c.sha256 == sha256)
+            & items.c.deleted_at.is_(None)
+        )
+    ).scalar()
+
+
+class _Batch:
+    """Records one batch of fetched objects in the caller's transaction."""
+
+    def __init__(
+        self, conn: sa.Connection, ledger: _Ledger, dataset_id: int, spec: SourceSpec
+    ) -> None:
+        self.conn = conn
+        self.ledger = ledger
+        self.dataset_id = dataset_id
+        self.spec = spec
+        self.ts = now()
+        self.stats: Counter[str] = Counter()
+        self.placed: list[tuple[Fetched, int]] = []  # (object, the item holding its content)
+
+    def record(self, batch: list[Fetched]) -> Counter[str]:
+        new: list[Fetched] = []
+        for f in sorted(batch, key=lambda f: (f.sha256, f.obj.key)):
+            known = self.ledger.items.get(f.obj.key)
+            if known is None:
+                new.append(f)
+            elif known.sha256 == f.sha256 and known.deleted_at is None:
+                self.stats["unchanged"] += 1
+                self.placed.append((f, known.id))
+            else:
+                self._update(f, known.id)
+        if new:
+            self._insert_new(new)
+        self._write_ledger()
+        return self.stats
+
+    def _update(self, f: Fetched, item_id: int) -> None:
+        """The key's content changed (or came back): update its item in place, unless
+        that content is already another live item, which makes this one a duplicate."""
+        conn = self.conn
+        try:
+            with conn.begin_nested():
                 conn.execute(
                     items.update()
-                    .where(items.c.id == existing.id)
+                    .where(items.c.id == item_id)
                     .values(
                         sha256=f.sha256,
                         size=f.obj.size,
                         etag=f.obj.etag,
-                        updated_at=ts,
+                        updated_at=self.ts,
                         deleted_at=None,
                         label_pending=True,
                     )
                 )
-                conn.execute(
-                    files.update()
-                    .where(files.c.item_id == existing.id)
-                    .values(sha256=f.sha256, size=f.obj.size, blob_path=f.blob)
-                )
-                stats["updated"] += 1
-            else:
-                stats["unchanged"] += 1
-            placed.append((f, existing.id))
-        elif f.sha256 in ledger.live_shas:
-            duplicates.append(f)
-        else:
-            ledger.live_shas[f.sha256] = 0  # the id comes with the insert below
-            new.append(f)
-    if new:
-        ids = (
+        except sa.exc.IntegrityError:
+            other = _live_item(conn, self.dataset_id, f.sha256)
+            if other is None:
+                raise
             conn.execute(
-                items.insert().returning(items.c.id, sort_by_parameter_order=True),
+                items.update()
+                .where((items.c.id == item_id) & items.c.deleted_at.is_(None))
+                .values(deleted_at=self.ts, updated_at=self.ts)
+            )
+            log.info("duplicate content: %s is item %s", self.spec.url(f.obj.key), other)
+            self.stats["duplicates"] += 1
+            self.placed.append((f, other))
+            return
+        conn.execute(
+            files.update()
+            .where(files.c.item_id == item_id)
+            .values(sha256=f.sha256, size=f.obj.size, blob_path=f.blob)
+        )
+        self.stats["updated"] += 1
+        self.placed.append((f, item_id))
+
+    def _insert_new(self, new: list[Fetched]) -> None:
+        conn, spec = self.conn, self.spec
+        first: dict[str, Fetched] = {}  # one insert per content; the rest duplicate it
+        for f in new:
+            first.setdefault(f.sha256, f)
+        rows = [
+            {
+                "dataset_id": self.dataset_id,
+                "name": f.obj.key[len(spec.prefix) :],
+                "label": None,
+                "category": None,
+                "source": spec.uri,
+                "source_key": f.obj.key,
+                "etag": f.obj.etag,
+                "sha256": f.sha256,
+                "size": f.obj.size,
+                "metadata": "{}",
+                "label_pending": True,
+                "created_at": self.ts,
+                "updated_at": self.ts,
+            }
+            for f in first.values()
+        ]
+        inserted = {
+            r.source_key: r.id
+            for r in conn.execute(
+                _insert(conn, items)
+                .on_conflict_do_nothing()
+                .returning(items.c.id, items.c.source_key),
+                rows,
+            )
+        }
+        if inserted:
+            conn.execute(
+                files.insert(),
                 [
                     {
-                        "dataset_id": dataset_id,
-                        "name": f.obj.key[len(step.prefix) :],
-                        "label": None,
-                        "category": None,
-                        "source": step.uri,
-                        "source_key": f.obj.key,
-                        "etag": f.obj.etag,
+                        "item_id": inserted[f.obj.key],
+                        "name": PurePosixPath(f.obj.key).name,
                         "sha256": f.sha256,
                         "size": f.obj.size,
-                        "metadata": "{}",
-                        "label_pending": True,
-                        "created_at": ts,
-                        "updated_at": ts,
+                        "blob_path": f.blob,
                     }
-                    for f in new
+                    for f in first.values()
+                    if f.obj.key in inserted
                 ],
             )
-            .scalars()
-            .all()
-        )
-        conn.execute(
-            files.insert(),
+        self.stats["new"] += len(inserted)
+        for f in new:
+            if f.obj.key in inserted:
+                self.placed.append((f, inserted[f.obj.key]))
+            else:
+                self._lost_race(f)
+
+    def _lost_race(self, f: Fetched) -> None:
+        """Not inserted: its key is already an item (a concurrent run of this source) or
+        its content is (a duplicate, from this batch or any other run)."""
+        ic = items.c
+        same_key = self.conn.execute(
+            sa.select(ic.id, ic.sha256, ic.deleted_at).where(
+                (ic.dataset_id == self.dataset_id)
+                & (ic.source == self.spec.uri)
+                & (ic.source_key == f.obj.key)
+            )
+        ).first()
+        if same_key is not None:
+            if same_key.sha256 == f.sha256 and same_key.deleted_at is None:
+                self.stats["unchanged"] += 1
+                self.placed.append((f, same_key.id))
+            else:
+                self._update(f, same_key.id)
+            return
+        other = _live_item(self.conn, self.dataset_id, f.sha256)
+        if other is None:
+            raise SourceError(
+                f"{self.spec.url(f.obj.key)}: the catalog refused the item and holds no "
+                "item with its key or content"
+            )
+        log.info("duplicate content: %s is item %s", self.spec.url(f.obj.key), other)
+        self.stats["duplicates"] += 1
+        self.placed.append((f, other))
+
+    def _write_ledger(self) -> None:
+        if not self.placed:
+            return
+        stmt = _insert(self.conn, source_objects)
+        self.conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["dataset_id", "source", "key"],
+                set_={
+                    name: stmt.excluded[name]
+                    for name in ("etag", "size", "sha256", "item_id", "updated_at")
+                },
+            ),
             [
                 {
-                    "item_id": item_id,
-                    "name": PurePosixPath(f.obj.key).name,
-                    "sha256": f.sha256,
+                    "dataset_id": self.dataset_id,
+                    "source": self.spec.uri,
+                    "key": f.obj.key,
+                    "etag": f.obj.etag,
                     "size": f.obj.size,
-                    "blob_path": f.blob,
+                    "sha256": f.sha256,
+                    "item_id": item_id,
+                    "updated_at": self.ts,
                 }
-                for f, item_id in zip(new, ids, strict=True)
+                for f, item_id in sorted(self.placed, key=lambda p: p[0].obj.key)
             ],
         )
-        for f, item_id in zip(new, ids, strict=True):
-            ledger.live_shas[f.sha256] = item_id
-            placed.append((f, item_id))
-        stats["new"] += len(new)
-    for f in duplicates:
-        item_id = ledger.live_shas[f.sha256]
-        log.info("duplicate content: s3://%s/%s is item %s", step.bucket, f.obj.key, item_id)
-        placed.append((f, item_id))
-        stats["duplicates"] += 1
-    conn.execute(
-        source_objects.delete().where(
-            (source_objects.c.dataset_id == dataset_id)
-            & (source_objects.c.source == step.uri)
-            & source_objects.c.key.in_([f.obj.key for f, _ in placed])
-        )
-    )
-    conn.execute(
-        source_objects.insert(),
-        [
-            {
-                "dataset_id": dataset_id,
-                "source": step.uri,
-                "key": f.obj.key,
-                "etag": f.obj.etag,
-                "size": f.obj.size,
-                "sha256": f.sha256,
-                "item_id": item_id,
-                "updated_at": ts,
-            }
-            for f, item_id in placed
-        ],
-    )
 
 
-def _mark_deleted(catalog: Catalog, dataset_id: int, step: S3ImportStep, gone: list[str]) -> int:
+def _is_retryable(exc: BaseException) -> bool:
+    """A PostgreSQL deadlock or serialization failure between concurrent runs."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "pgcode", None) in ("40P01", "40001")
+
+
+def _commit_batch(
+    catalog: Catalog, ledger: _Ledger, dataset_id: int, spec: SourceSpec, batch: list[Fetched]
+) -> Counter[str]:
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
+
+    for attempt in Retrying(
+        stop=stop_after_attempt(5),
+        wait=wait_random(0.05, 0.5),
+        retry=retry_if_exception(_is_retryable),
+        reraise=True,
+    ):
+        with attempt, catalog.begin() as conn:
+            return _Batch(conn, ledger, dataset_id, spec).record(batch)
+    raise AssertionError("unreachable")
+
+
+def _record(
+    catalog: Catalog,
+    ledger: _Ledger,
+    dataset_id: int,
+    spec: SourceSpec,
+    batch: list[Fetched],
+    failures: list[str],
+) -> Counter[str]:
+    """Commit a batch; if the database refuses it, commit object by object so that one
+    bad object (e.g. a key PostgreSQL cannot store) fails alone, named."""
+    try:
+        return _commit_batch(catalog, ledger, dataset_id, spec, batch)
+    except Exception as exc:
+        if len(batch) == 1:
+            failures.append(f"{spec.url(batch[0].obj.key)}: cannot record it: {describe(exc)}")
+            log.error("%s", failures[-1])
+            return Counter()
+        log.warning("the catalog refused a batch (%s); recording its objects one by one", exc)
+    stats: Counter[str] = Counter()
+    for f in batch:
+        stats += _record(catalog, ledger, dataset_id, spec, [f], failures)
+    return stats
+
+
+def _mark_deleted(catalog: Catalog, dataset_id: int, spec: SourceSpec, keys: list[str]) -> int:
     ts, deleted = now(), 0
     with catalog.begin() as conn:
-        for i in range(0, len(gone), BATCH):
-            chunk = gone[i : i + BATCH]
+        for i in range(0, len(keys), BATCH):
+            chunk = keys[i : i + BATCH]
             deleted += conn.execute(
                 items.update()
                 .where(
                     (items.c.dataset_id == dataset_id)
-                    & (items.c.source == step.uri)
+                    & (items.c.source == spec.uri)
                     & items.c.source_key.in_(chunk)
                     & items.c.deleted_at.is_(None)
                 )
@@ -346,57 +341,87 @@ def _mark_deleted(catalog: Catalog, dataset_id: int, step: S3ImportStep, gone: l
             conn.execute(
                 source_objects.delete().where(
                     (source_objects.c.dataset_id == dataset_id)
-                    & (source_objects.c.source == step.uri)
+                    & (source_objects.c.source == spec.uri)
                     & source_objects.c.key.in_(chunk)
                 )
             )
     return deleted
 
 
-def sync_step(
-    pipeline: Pipeline,
-    step: S3ImportStep,
+def _no_space(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def format_sync(uri: str, stats: dict[str, int], seconds: float | None = None) -> list[str]:
+    """The sync result as lines an operator reads."""
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    lines = [
+        f"synced {uri}{took}: listed {stats['listed']} object(s)",
+        f"  new {stats['new']}, updated {stats['updated']}, unchanged {stats['unchanged']}, "
+        f"duplicates {stats['duplicates']} (content already in the project)",
+        f"  skipped {stats['skipped']} (folders and file types not imported), "
+        f"failed {stats['failed']}, deleted {stats['deleted']}",
+    ]
+    if stats.get("gone"):
+        lines.append(
+            f"  {stats['gone']} item(s) of this source are no longer in it and were kept "
+            "(syncDeletions is off)"
+        )
+    return lines
+
+
+def sync_source(
+    spec: SourceSpec,
+    project: str,
     *,
     run_id: str = "manual",
+    sync_deletions: bool = False,
+    file: str | None = None,
     catalog: Catalog | None = None,
     blobs: BlobStore | None = None,
-    client=None,
+    source: S3Source | None = None,
 ) -> dict[str, int]:
     """Bring the project's dataset in line with the source prefix; return the counts.
 
-    Raises SourceError after committing every object that succeeded when some
-    objects could not be fetched; a re-run fetches only what is still missing.
+    Raises SourceError, naming each failed object, after committing every object that
+    succeeded; a re-run fetches only what is still missing.
     """
     catalog = catalog or Catalog.from_settings()
     blobs = blobs or BlobStore.from_settings()
-    client = client or s3_client(step, file=pipeline.source_file)
+    source = source or S3Source(spec, file=file)
+    blobs.remove_stale_temp()
     stats = dict.fromkeys(SYNC_KEYS, 0)
     started = time.monotonic()
     with catalog.begin() as conn:
-        dataset_id = catalog.dataset_id(conn, pipeline.project)
-        ledger = _Ledger(conn, dataset_id, step.uri)
+        dataset_id = catalog.dataset_id(conn, project)
+        ledger = _Ledger(conn, dataset_id, spec.uri)
+    log.info("syncing %s into project %s (run %s)", spec.uri, project, run_id)
 
     failures: list[str] = []
     pending: list[Fetched] = []
     fetched = 0
+    no_space = False
 
     def flush() -> None:
         if pending:
-            with catalog.begin() as conn:
-                _record(
-                    conn, ledger, dataset_id, step, sorted(pending, key=lambda f: f.obj.key), stats
-                )
+            for key, n in _record(catalog, ledger, dataset_id, spec, pending, failures).items():
+                stats[key] += n
             pending.clear()
 
     def collect(finished: set[Future[Fetched]]) -> None:
-        nonlocal fetched
+        nonlocal fetched, no_space
         for fut in finished:
             try:
                 pending.append(fut.result())
                 fetched += 1
             except Exception as exc:
                 failures.append(str(exc))
-                log.error("failed to fetch from %s: %s", step.uri, exc)
+                log.error("%s", exc)
+                no_space = no_space or _no_space(exc)
         if len(pending) >= BATCH:
             flush()
             log.info(
@@ -409,111 +434,114 @@ def sync_step(
     seen: set[str] = set()
     window: set[Future[Fetched]] = set()
     # Downloads start while the listing goes on; at most concurrency*4 are in flight.
-    with ThreadPoolExecutor(max_workers=step.concurrency, thread_name_prefix="sync") as pool:
+    with ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="sync") as pool:
         try:
-            for obj in list_source(client, step):
+            for obj in source.list():
                 stats["listed"] += 1
                 if stats["listed"] % 10_000 == 0:
                     log.info("progress: %s listed, %s fetched", stats["listed"], fetched)
-                if _skip(obj.key, step):
+                if not source.wanted(obj.key):
                     stats["skipped"] += 1
                     continue
                 seen.add(obj.key)
+                if "\x00" in obj.key:
+                    failures.append(
+                        f"{spec.url(obj.key)}: the key holds a NUL character, which the "
+                        "catalog cannot store; rename the object"
+                    )
+                    log.error("%s", failures[-1])
+                    continue
                 known = ledger.objects.get(obj.key)
                 if known is not None and known.etag == obj.etag and known.size == obj.size:
                     stats["unchanged"] += 1
                     continue
-                window.add(pool.submit(_download, client, step, obj, blobs))
-                if len(window) >= step.concurrency * 4:
+                window.add(pool.submit(source.download, obj, blobs))
+                if len(window) >= spec.concurrency * 4:
                     finished, window = wait(window, return_when=FIRST_COMPLETED)
                     collect(finished)
+                if no_space:
+                    break
         finally:  # a listing error still commits what was fetched
-            collect(wait(window)[0])
+            if no_space:
+                for fut in window:
+                    fut.cancel()
+            collect({f for f in wait(window)[0] if not f.cancelled()})
             flush()
 
-    if step.sync_deletions:
-        gone = sorted(set(ledger.objects) - seen)
-        if gone:
-            stats["deleted"] = _mark_deleted(catalog, dataset_id, step, gone)
+    if not no_space:
+        gone = sorted(
+            key for key, row in ledger.items.items() if row.deleted_at is None and key not in seen
+        )
+        if sync_deletions:
+            missing = sorted(set(ledger.objects) - seen)
+            if missing:
+                stats["deleted"] = _mark_deleted(catalog, dataset_id, spec, missing)
+        else:
+            stats["gone"] = len(gone)
     stats["failed"] = len(failures)
-    log.info("%s: %s in %.1f s", step.uri, json.dumps(stats), time.monotonic() - started)
-    if failures:
+    for line in format_sync(spec.uri, stats, time.monotonic() - started):
+        log.info("%s", line)
+    if no_space:
         raise SourceError(
-            f"{len(failures)} object(s) of {step.uri} could not be fetched "
-            f"(the others are stored; re-run to retry): {'; '.join(failures[:5])}"
+            f"stopped syncing {spec.uri}: no space left for downloads in {blobs.tmp} "
+            f"({len(failures)} object(s) failed, the others are stored; free space and "
+            f"re-run): {failures[0]}"
+        )
+    if failures:
+        shown = "; ".join(failures[:SHOWN_FAILURES])
+        more = (
+            f" (and {len(failures) - SHOWN_FAILURES} more)"
+            if len(failures) > SHOWN_FAILURES
+            else ""
+        )
+        raise SourceError(
+            f"{len(failures)} object(s) of {spec.uri} could not be fetched "
+            f"(the others are stored; re-run to retry): {shown}{more}"
         )
     return stats
 
 
-def label_step(
-    pipeline: Pipeline, step: S3ImportStep, *, catalog: Catalog | None = None
-) -> dict[str, int]:
-    """Label new or changed items of one source and place them in training/testing."""
-    catalog = catalog or Catalog.from_settings()
-    ic = items.c
-    with catalog.begin() as conn:
-        dataset_id = catalog.dataset_id(conn, pipeline.project)
-        todo = conn.execute(
-            sa.select(ic.id, ic.name, ic.sha256, ic.category).where(
-                (ic.dataset_id == dataset_id)
-                & (ic.source == step.uri)
-                & ic.label_pending
-                & ic.deleted_at.is_(None)
-            )
-        ).all()
-        labels: dict[int, str | None] = {}
-        categories: dict[int, str] = {}
-        to_split: list[tuple[int, str, str | None]] = []
-        for row in todo:
-            label, fixed = infer_label(row.name, step.label_strategy)
-            labels[row.id] = label
-            if fixed:
-                categories[row.id] = fixed
-            elif row.category:
-                categories[row.id] = row.category
-            elif step.category == "split":
-                to_split.append((row.id, row.sha256, label))
-            else:
-                categories[row.id] = step.category
-        if to_split:
-            existing = {
-                r.label: (int(r.total), int(r.testing or 0))
-                for r in conn.execute(
-                    sa.select(
-                        ic.label,
-                        sa.func.count().label("total"),
-                        sa.func.sum(sa.case((ic.category == "testing", 1), else_=0)).label(
-                            "testing"
-                        ),
-                    )
-                    .where(
-                        (ic.dataset_id == dataset_id)
-                        & ic.deleted_at.is_(None)
-                        & ic.category.is_not(None)
-                    )
-                    .group_by(ic.label)
-                )
-            }
-            categories.update(split(to_split, existing))
-        if todo:
-            conn.execute(
-                items.update()
-                .where(ic.id == sa.bindparam("item_id"))
-                .values(
-                    label=sa.bindparam("new_label"),
-                    category=sa.bindparam("new_category"),
-                    label_pending=False,
-                ),
-                [
-                    {"item_id": i, "new_label": labels[i], "new_category": categories[i]}
-                    for i in labels
-                ],
-            )
-    stats = {
-        "labeled": sum(1 for v in labels.values() if v is not None),
-        "unlabeled": sum(1 for v in labels.values() if v is None),
-        "training": sum(1 for v in categories.values() if v == "training"),
-        "testing": sum(1 for v in categories.values() if v == "testing"),
-    }
-    log.info("%s: labeled %s", step.uri, json.dumps(stats))
-    return stats
+# --- Until the operators call sync_source/label_source/verify_source(spec) directly. ---
+
+
+def spec_from_step(step: Any) -> SourceSpec:
+    """A SourceSpec from the old config model's S3ImportStep."""
+    return SourceSpec(
+        scheme=getattr(step, "scheme", "s3"),
+        bucket=step.bucket,
+        prefix=step.prefix,
+        conn_id=step.aws_conn_id,
+        endpoint=step.endpoint,
+        region=step.region,
+        access_key=step.access_key,
+        secret_key_encrypted=step.secret_key_encrypted,
+        file_types=step.file_types,
+        concurrency=step.concurrency,
+    )
+
+
+def sync_step(pipeline: Pipeline, step: Any, *, run_id: str = "manual") -> dict[str, int]:
+    return sync_source(
+        spec_from_step(step),
+        pipeline.project,
+        run_id=run_id,
+        sync_deletions=step.sync_deletions,
+        file=pipeline.source_file,
+    )
+
+
+def label_step(pipeline: Pipeline, step: Any) -> dict[str, Any]:
+    from edgeloop.ingest.label import label_source
+
+    return label_source(
+        spec_from_step(step).uri,
+        pipeline.project,
+        strategy=step.label_strategy,
+        category=step.category,
+    )
+
+
+def verify_source(step: Any, *, file: str | None = None) -> dict[str, Any]:
+    from edgeloop.ingest.source import verify_source as verify
+
+    return verify(spec_from_step(step), file=file)

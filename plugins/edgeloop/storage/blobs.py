@@ -9,11 +9,25 @@ file, never a half-written blob.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
 import os
 import shutil
 import tempfile
+import time
+from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = "dl-"
+# An unlocked temp file younger than this may be one whose writer has not locked it yet.
+STALE_AFTER_S = 60.0
 
 
 def relpath(sha256: str) -> str:
@@ -39,11 +53,40 @@ class BlobStore:
             )
         return BlobStore(settings.blob_root)
 
-    def temp_file(self) -> Path:
-        """A fresh temporary path beside the blobs (same file system: atomic moves)."""
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="dl-")
-        os.close(fd)
-        return Path(name)
+    def open_temp(self) -> tuple[Path, BinaryIO]:
+        """A fresh temporary file beside the blobs (same file system: atomic moves),
+        open for writing and locked (``flock``) until it is closed.
+
+        The lock tells a live download from one left by a killed process: the kernel
+        drops it when its holder dies (see ``remove_stale_temp``). Call ``put`` before
+        closing the file.
+        """
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix=TEMP_PREFIX)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return Path(name), os.fdopen(fd, "wb")
+
+    def remove_stale_temp(self, *, older_than: float = STALE_AFTER_S) -> int:
+        """Remove partial downloads of dead processes: temp files that nobody holds
+        locked and that are older than ``older_than`` seconds. Returns how many."""
+        removed, cutoff = 0, time.time() - older_than
+        for path in self.tmp.glob(TEMP_PREFIX + "*"):
+            try:
+                with open(path, "rb") as fh:
+                    if os.fstat(fh.fileno()).st_mtime > cutoff:
+                        continue
+                    try:
+                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError as exc:
+                        if exc.errno in (errno.EAGAIN, errno.EACCES):
+                            continue  # a live download holds it
+                        raise
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            log.info("removed %s stale partial download(s) from %s", removed, self.tmp)
+        return removed
 
     def put(self, temp: Path, sha256: str) -> str:
         """Move a fully written temp file into place; return the blob's relative path.
@@ -71,7 +114,7 @@ class BlobStore:
 
 
 class S3BlobStore(BlobStore):
-    """Blobs under an S3 prefix; temporary files are local."""
+    """Blobs under an S3 prefix (through the S3Hook of ``conn_id``); temporary files are local."""
 
     def __init__(self, uri: str, tmp: Path, *, conn_id: str = "aws_default") -> None:
         self.uri = uri.rstrip("/") + "/"
@@ -79,39 +122,30 @@ class S3BlobStore(BlobStore):
         self.conn_id = conn_id
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._client = None
 
-    @property
-    def client(self):
-        if self._client is None:
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    @cached_property
+    def hook(self) -> S3Hook:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-            self._client = S3Hook(aws_conn_id=self.conn_id).get_conn()
-        return self._client
+        return S3Hook(aws_conn_id=self.conn_id)
 
     def put(self, temp: Path, sha256: str) -> str:
         rel = relpath(sha256)
         try:
             if not self.exists(sha256):
-                self.client.upload_file(str(temp), self.bucket, self.prefix + rel)
+                self.hook.load_file(str(temp), self.prefix + rel, self.bucket, replace=True)
         finally:
             temp.unlink(missing_ok=True)
         return rel
 
     def exists(self, sha256: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.prefix + relpath(sha256))
-        except ClientError as exc:
-            if exc.response["Error"].get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        return self.hook.head_object(self.prefix + relpath(sha256), self.bucket) is not None
 
     def open(self, sha256: str) -> BinaryIO:
         spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=self.tmp)  # noqa: SIM115
-        body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + relpath(sha256))
+        body = self.hook.get_conn().get_object(
+            Bucket=self.bucket, Key=self.prefix + relpath(sha256)
+        )
         shutil.copyfileobj(body["Body"], spool)
         spool.seek(0)
         return spool  # type: ignore[return-value]

@@ -1,0 +1,317 @@
+"""S3 and Google Cloud Storage sources: the spec, the hook, listing and streamed downloads.
+
+Every request goes through one ``S3Hook`` (a cached ``hook`` property) whose botocore
+client retries requests itself (``standard`` mode, ``REQUEST_ATTEMPTS`` attempts). The
+only retry on top of it is for what botocore cannot retry: a body that breaks while
+streaming, or bytes that do not match the listing (size or MD5), ``STREAM_ATTEMPTS``
+GETs at most; a failing request is never retried twice over.
+
+``gs://`` sources go through Cloud Storage's S3-compatible XML API with HMAC keys
+(endpoint ``https://storage.googleapis.com`` unless the spec names another).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from edgeloop.errors import SourceError
+
+if TYPE_CHECKING:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from edgeloop.storage.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE_TYPES: tuple[str, ...] = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".wav",
+    ".csv",
+    ".json",
+    ".cbor",
+    ".parquet",
+    ".npy",
+    ".mp4",
+    ".avi",
+)
+SCHEMES = ("s3", "gs")
+GCS_ENDPOINT = "https://storage.googleapis.com"
+REQUEST_ATTEMPTS = 4  # botocore standard mode: the first try and 3 retries
+STREAM_ATTEMPTS = 3  # GETs of one object when its body breaks or does not match the listing
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a source lives and how to reach it (resolved from a pipeline config)."""
+
+    scheme: str  # "s3" or "gs"
+    bucket: str
+    prefix: str  # "" or ends with "/"
+    conn_id: str = "aws_default"
+    endpoint: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key_encrypted: str | None = field(default=None, repr=False)
+    file_types: tuple[str, ...] = DEFAULT_FILE_TYPES
+    concurrency: int = 16
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"source scheme must be one of {SCHEMES}, got {self.scheme!r}")
+
+    @property
+    def uri(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.prefix}"
+
+    @property
+    def via(self) -> str:
+        """How the source is reached, for error messages (never the secret)."""
+        if self.access_key:
+            return f"access key {self.access_key!r}"
+        return f"connection '{self.conn_id}'"
+
+    def url(self, key: str) -> str:
+        """The object's URL for messages (control characters shown as escapes)."""
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in key)
+        return f"{self.scheme}://{self.bucket}/{shown}"
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Fetched:
+    obj: Listed
+    sha256: str
+    blob: str
+
+
+class ChecksumError(SourceError):
+    """The bytes received do not match the listing (size or MD5)."""
+
+
+class StreamError(SourceError):
+    """The response body broke while it was being read."""
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason: the S3 error code and message, or the exception."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', '?')}: {err.get('Message', '')}".rstrip(": ")
+    if isinstance(exc, SourceError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class S3Source:
+    """I/O for one ``SourceSpec``: listing, verifying and streamed, hashed downloads."""
+
+    def __init__(self, spec: SourceSpec, *, file: str | None = None) -> None:
+        self.spec = spec
+        self.file = file
+
+    @cached_property
+    def hook(self) -> S3Hook:
+        """The S3Hook of this source.
+
+        With a connection id, credentials come from that Airflow connection. With an
+        inline ``accessKey`` + ``secretKeyEncrypted`` the hook is built on an in-memory
+        ``aws`` connection holding the decrypted secret (registered with Airflow's
+        secrets masker, never written to the environment, a file or a log). The spec's
+        ``endpoint`` and ``region`` override the connection's; ``gs`` defaults to Cloud
+        Storage's XML API.
+        """
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionWrapper
+        from botocore.config import Config
+
+        spec = self.spec
+        gs = spec.scheme == "gs"
+        options: dict[str, Any] = {
+            "max_pool_connections": spec.concurrency + 4,
+            "retries": {"mode": "standard", "total_max_attempts": REQUEST_ATTEMPTS},
+            "connect_timeout": 10,
+            "read_timeout": 60,
+        }
+        if gs:  # the XML API takes SigV4 with HMAC keys but no flexible checksums
+            options |= {
+                "s3": {"addressing_style": "path"},
+                "request_checksum_calculation": "when_required",
+                "response_checksum_validation": "when_required",
+            }
+        config = Config(**options)
+        region = spec.region or ("auto" if gs else None)
+        if spec.access_key and spec.secret_key_encrypted:
+            from airflow.sdk import Connection
+            from airflow.sdk.log import mask_secret
+
+            from edgeloop.secrets import decrypt_secret
+
+            secret = decrypt_secret(
+                spec.secret_key_encrypted, file=self.file, path="secretKeyEncrypted"
+            )
+            mask_secret(secret)
+            hook = S3Hook(aws_conn_id=None, region_name=region, config=config)
+            # The hook reads its credentials from `conn_config` (a cached property):
+            # give it the in-memory connection instead of a stored one.
+            hook.conn_config = AwsConnectionWrapper(
+                conn=Connection(
+                    conn_id=f"{spec.scheme}-inline",
+                    conn_type="aws",
+                    login=spec.access_key,
+                    password=secret,
+                ),
+                region_name=region or "us-east-1",
+                botocore_config=config,
+            )
+        else:
+            hook = S3Hook(aws_conn_id=spec.conn_id, region_name=region, config=config)
+        wrapper = hook.conn_config
+        if spec.endpoint or gs:
+            wrapper.endpoint_url = spec.endpoint or GCS_ENDPOINT
+            wrapper.service_config.get("s3", {}).pop("endpoint_url", None)
+        if not wrapper.region_name:
+            wrapper.region_name = "us-east-1"
+        return hook
+
+    @cached_property
+    def client(self):  # -> botocore S3 client (thread-safe; shared by the download pool)
+        return self.hook.get_conn()
+
+    def error(self, action: str, exc: BaseException) -> SourceError:
+        spec = self.spec
+        return SourceError(
+            f"cannot {action} {spec.uri} (bucket '{spec.bucket}', prefix '{spec.prefix}', "
+            f"{spec.via}): {describe(exc)}"
+        )
+
+    def list(self) -> Iterator[Listed]:
+        """Every object under the prefix, page by page (the hook's ListObjectsV2 paginator)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            for obj in self.hook.iter_file_metadata(self.spec.prefix, bucket_name=self.spec.bucket):
+                yield Listed(obj["Key"], obj["ETag"].strip('"'), int(obj["Size"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise self.error("list", exc) from exc
+
+    def verify(self) -> int:
+        """Objects on the first page of the listing (raises SourceError when unreadable)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            page = self.client.list_objects_v2(
+                Bucket=self.spec.bucket, Prefix=self.spec.prefix, MaxKeys=10
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self.error("list", exc) from exc
+        return int(page.get("KeyCount", 0))
+
+    def download(self, obj: Listed, blobs: BlobStore) -> Fetched:
+        """Fetch one object into the blob store; errors name the object.
+
+        A request error has already been retried by botocore; only a broken body or
+        bytes that do not match the listing are fetched again (tenacity).
+        """
+        from tenacity import (
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_exponential,
+        )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(STREAM_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type((StreamError, ChecksumError)),
+            before_sleep=lambda rs: log.warning(
+                "fetching %s again after: %s", self.spec.url(obj.key), rs.outcome.exception()
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(self._fetch_once, obj, blobs)
+        except SourceError as exc:
+            raise SourceError(f"{self.spec.url(obj.key)}: {exc}") from exc
+        except OSError as exc:
+            raise SourceError(
+                f"{self.spec.url(obj.key)}: cannot store the download in {blobs.tmp}: "
+                f"{describe(exc)}"
+            ) from exc
+        except Exception as exc:
+            raise SourceError(f"{self.spec.url(obj.key)}: {describe(exc)}") from exc
+
+    def _fetch_once(self, obj: Listed, blobs: BlobStore) -> Fetched:
+        from botocore.exceptions import (
+            IncompleteReadError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
+        from urllib3.exceptions import HTTPError
+
+        body = self.client.get_object(Bucket=self.spec.bucket, Key=obj.key)["Body"]
+        sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+        temp, out = blobs.open_temp()
+        try:
+            with out, body:
+                try:
+                    for chunk in body.iter_chunks(CHUNK):
+                        sha.update(chunk)
+                        md5.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                except (
+                    ResponseStreamingError,
+                    IncompleteReadError,
+                    ReadTimeoutError,
+                    HTTPError,
+                ) as exc:
+                    raise StreamError(f"the download broke after {size} bytes: {exc}") from exc
+                if size != obj.size:
+                    raise ChecksumError(f"got {size} bytes, the listing said {obj.size}")
+                if "-" not in obj.etag and len(obj.etag) == 32 and md5.hexdigest() != obj.etag:
+                    raise ChecksumError(
+                        f"MD5 {md5.hexdigest()} does not match the listed ETag {obj.etag}"
+                    )
+                out.flush()
+                digest = sha.hexdigest()
+                # Moved into place while the temp file is still open (and locked).
+                return Fetched(obj, digest, blobs.put(temp, digest))
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def wanted(self, key: str) -> bool:
+        """Not a folder marker, not the prefix itself, and of a file type the project takes."""
+        rel = key[len(self.spec.prefix) :]
+        if key.endswith("/") or not rel:
+            return False
+        return os.path.splitext(rel)[1].lower() in self.spec.file_types
+
+
+def verify_source(
+    spec: SourceSpec, *, file: str | None = None, source: S3Source | None = None
+) -> dict[str, Any]:
+    """List one page of the source; fail fast naming bucket, prefix, credentials and code."""
+    source = source or S3Source(spec, file=file)
+    found = source.verify()
+    log.info("source %s is readable (%s object(s) on the first page)", spec.uri, found)
+    return {"source": spec.uri, "first_page_objects": found}
