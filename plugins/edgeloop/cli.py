@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgeloop.deploy.cli",
     "edgeloop.blocks.cli",
     "edgeloop.research.cli",
+    "edgeloop.runs.cli",
 )
 
 
