@@ -1,4 +1,4 @@
-"""`edgeloop` subcommands of the pipeline core: validate, encrypt-secret, items, stats, summary."""
+"""`edgeloop` subcommands of the pipeline core: validate, db, encrypt-secret, summary."""
 
 from __future__ import annotations
 
@@ -32,17 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=cmd_encrypt_secret)
 
-    p = subparsers.add_parser("items", help="list a project's items")
-    p.add_argument("project")
-    p.add_argument("--json", action="store_true", help="one JSON array")
-    p.add_argument("--deleted", action="store_true", help="include deleted items")
-    p.set_defaults(handler=cmd_items)
-
-    p = subparsers.add_parser("stats", help="item counts per label and category")
-    p.add_argument("project")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_stats)
-
     p = subparsers.add_parser("summary", help="the last run summary of a pipeline")
     p.add_argument("pipeline")
     p.add_argument("--json", action="store_true")
@@ -50,25 +39,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from edgeloop.config import check_pipeline, config_files
+    """Check configs exactly as the DAG file builds them: whatever would become an
+    invalid-config DAG is reported here (file, JSON path, expected, received)."""
+    from edgeloop.config import config_files
     from edgeloop.settings import get_settings
 
     files: list[Path] = []
     for path in args.paths or [get_settings().pipelines_dir]:
-        files += config_files(path) if path.is_dir() else [path]
+        try:
+            files += config_files(path) if path.is_dir() else [path]
+        except OSError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 1
     if not files:
         print("no pipeline configs found", file=sys.stderr)
         return 1
-    bad = 0
+    from edgeloop.dag_factory import check_files
+
+    errors = check_files(files)
     for file in files:
-        errors = check_pipeline(file)
-        if errors:
-            bad += 1
-            for error in errors:
+        if str(file) in errors:
+            for error in errors[str(file)]:
                 print(f"error: {error}", file=sys.stderr)
         else:
             print(f"ok: {file}")
-    return 1 if bad else 0
+    return 1 if errors else 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -96,37 +91,6 @@ def cmd_encrypt_secret(args: argparse.Namespace) -> int:
     from edgeloop.secrets import encrypt_secret
 
     print(encrypt_secret(sys.stdin.read().strip()))
-    return 0
-
-
-def cmd_items(args: argparse.Namespace) -> int:
-    from edgeloop.catalog.store import Catalog
-
-    rows = Catalog.from_settings().list_items(args.project, include_deleted=args.deleted)
-    if args.json:
-        print(json.dumps(rows, default=str, indent=1))
-        return 0
-    for r in rows:
-        deleted = " (deleted)" if r["deleted_at"] else ""
-        print(
-            f"{r['name']}\t{r['label'] or '-'}\t{r['category'] or '-'}\t{r['sha256'][:12]}"
-            f"\t{r['source_key'] or '-'}\t{json.dumps(r['metadata'])}{deleted}"
-        )
-    print(f"{len(rows)} item(s)", file=sys.stderr)
-    return 0
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    from edgeloop.catalog.store import Catalog
-
-    counts = Catalog.from_settings().counts(args.project)
-    if args.json:
-        print(json.dumps(counts, indent=1))
-        return 0
-    print(f"project {args.project}: {sum(counts['label'].values())} item(s)")
-    for kind in ("label", "category"):
-        for key, n in counts[kind].items():
-            print(f"  {kind:<9} {key or '(none)':<20} {n}")
     return 0
 
 

@@ -1,38 +1,243 @@
 """Build one Airflow DAG per pipeline config: config file → Pipeline model → tasks.
 
-Parse time does no network I/O and imports no heavy library.
+Each step type maps, through a closed registry (``STEP_BUILDERS``), to a builder
+that checks the step and makes its TaskGroup; steps whose builders are not
+written yet are refused by name. ``build_files`` never raises: whatever goes
+wrong with one file (loading, checking or building its DAG) becomes that file's
+errors, and ``edgeloop validate`` reports exactly those. Parse time does no
+network I/O and imports no heavy library.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset, Param, TaskGroup
 
-from edgeloop.config import Pipeline, load_pipelines
-from edgeloop.errors import ConfigError
-from edgeloop.operators.ingest import (
-    InvalidConfigOperator,
-    LabelOperator,
-    RunSummaryOperator,
-    S3SyncOperator,
-    VerifySourceOperator,
+from edgeloop.config import (
+    BlockStep,
+    ImportStep,
+    Pipeline,
+    ProjectActionStep,
+    Step,
+    config_files,
+    errors_of,
+    load_pipelines,
 )
+from edgeloop.errors import ConfigError
+from edgeloop.operators.ingest import LabelOperator, S3SyncOperator, VerifySourceOperator
+from edgeloop.operators.run import InvalidConfigOperator, PublishOperator, RunSummaryOperator
 
 log = logging.getLogger(__name__)
 
 START = datetime(2024, 1, 1)
+MAX_TAG = 100  # Airflow's limit on a tag's length
+RESERVED_IDS = ("summary", "publish")
+PARAMS_DOC = {
+    "ignoreLastSuccessfulRun": "Process everything again instead of only what changed since "
+    "the last successful run (used by transformation-block steps once they are built).",
+}
 
 
-def _suffix(i: int) -> str:
-    return "" if i == 0 else f"_{i + 1}"
+def project_asset(project: str) -> Asset:
+    """The Airflow Asset of a project: a run that changes its items emits an event.
+
+    The ``x-`` scheme is Airflow's convention for custom URIs (no provider normalizes
+    it, so building a DAG loads no provider's asset handlers and no boto3)."""
+    return Asset(name=f"edgeloop-project-{project}", uri=f"x-edgeloop://project/{project}")
+
+
+def slug(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")[:60]
+
+
+def group_ids(steps: Iterable[Step]) -> list[str]:
+    """One TaskGroup id per step: the slug of its name, made unique."""
+    ids: list[str] = []
+    for i, step in enumerate(steps):
+        base = slug(step.name) or f"step_{i + 1}"
+        if base in RESERVED_IDS:
+            base += "_step"
+        gid, n = base, 2
+        while gid in ids:
+            gid, n = f"{base}_{n}", n + 1
+        ids.append(gid)
+    return ids
+
+
+@dataclass
+class StepTasks:
+    """What a step builder made: its group, and the task ids the summary reads."""
+
+    group: TaskGroup
+    sync_task_ids: list[str] = field(default_factory=list)
+    label_task_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepBuilder:
+    check: Callable[[Pipeline, Step], list[ConfigError]]
+    build: Callable[[Pipeline, Step, str, dict], StepTasks] | None
+
+
+def _no_errors(pipeline: Pipeline, step: Step) -> list[ConfigError]:
+    return []
+
+
+def _build_import(pipeline: Pipeline, step: Step, group_id: str, common: dict) -> StepTasks:
+    assert isinstance(step, ImportStep)
+    spec = step.source
+    source = {
+        "scheme": spec.scheme,
+        "bucket": spec.bucket,
+        "prefix": spec.prefix,
+        "project": pipeline.project,
+    }
+    with TaskGroup(group_id=group_id, tooltip=step.name) as group:
+        verify = VerifySourceOperator(
+            task_id="verify_source",
+            retries=0,  # wrong credentials or path: fail fast
+            conn_id=spec.conn_id,
+            endpoint=spec.endpoint,
+            region=spec.region,
+            access_key=spec.access_key,
+            secret_key_encrypted=spec.secret_key_encrypted,
+            file_types=spec.file_types,
+            concurrency=spec.concurrency,
+            doc_md=f"Lists one page of `{spec.uri}` ({spec.via}) and fails at once, without "
+            "retries, naming the bucket, prefix, credentials and the storage's error code.",
+            **source,
+            **common,
+        )
+        sync = S3SyncOperator(
+            task_id="sync",
+            conn_id=spec.conn_id,
+            endpoint=spec.endpoint,
+            region=spec.region,
+            access_key=spec.access_key,
+            secret_key_encrypted=spec.secret_key_encrypted,
+            file_types=spec.file_types,
+            concurrency=spec.concurrency,
+            sync_deletions=step.sync_deletions,
+            doc_md=f"Brings project `{pipeline.project}` in line with `{spec.uri}`: lists it, "
+            "downloads only new or changed objects (hashed while streaming, checked against "
+            "the listing) into the blob store and records them in the catalog. Objects no "
+            "longer listed are "
+            + ("marked deleted." if step.sync_deletions else "counted as `gone` and kept.")
+            + " Returns the counts (listed, new, updated, unchanged, duplicates, skipped, "
+            "failed, deleted, gone).",
+            **source,
+            **common,
+        )
+        label = LabelOperator(
+            task_id="label",
+            strategy=step.label_strategy,
+            category=step.category,
+            doc_md=f"Labels the items of `{spec.uri}` that are new or changed "
+            f"(`{step.label_strategy}`) and places them in "
+            + (
+                "training/testing (80/20 per label, by content hash)."
+                if step.category == "split"
+                else f"`{step.category}`."
+            ),
+            **source,
+            **common,
+        )
+        verify >> sync >> label
+    return StepTasks(group, [sync.task_id], [label.task_id])
+
+
+def _refuse_actions(pipeline: Pipeline, step: Step) -> list[ConfigError]:
+    assert isinstance(step, ProjectActionStep)
+    return [
+        ConfigError(
+            f"project action '{action}' is not built yet; built step types: s3-to-project",
+            file=pipeline.source_file,
+            path=f"{step.where}.builtinTransformationBlock.{action}",
+        )
+        for action in step.actions
+    ]
+
+
+def _refuse_block(pipeline: Pipeline, step: Step) -> list[ConfigError]:
+    assert isinstance(step, BlockStep)
+    return [
+        ConfigError(
+            f"custom transformation block steps ('{step.block_id}') are not built yet in "
+            "pipelines; built step types: s3-to-project",
+            file=pipeline.source_file,
+            path=f"{step.where}.transformationBlockId",
+        )
+    ]
+
+
+# The closed registry: every step type of the model, and how it becomes tasks.
+STEP_BUILDERS: dict[type, StepBuilder] = {
+    ImportStep: StepBuilder(check=_no_errors, build=_build_import),
+    ProjectActionStep: StepBuilder(check=_refuse_actions, build=None),
+    BlockStep: StepBuilder(check=_refuse_block, build=None),
+}
+
+
+def check_steps(pipeline: Pipeline) -> list[ConfigError]:
+    """The builders' checks of every step (no Airflow objects made)."""
+    errors: list[ConfigError] = []
+    for step in pipeline.steps:
+        builder = STEP_BUILDERS.get(type(step))
+        if builder is None:  # a model class without a builder: a programming error
+            errors.append(
+                ConfigError(
+                    f"step type {type(step).__name__} has no builder",
+                    file=pipeline.source_file,
+                    path=step.where,
+                )
+            )
+            continue
+        errors += builder.check(pipeline, step)
+    for i, tag in enumerate(_tags(pipeline)):
+        if len(tag) > MAX_TAG:
+            errors.append(
+                ConfigError(
+                    f"tag longer than Airflow's {MAX_TAG} characters",
+                    file=pipeline.source_file,
+                    path=f"$.tags[{i}]",
+                    value=tag[:120],
+                )
+            )
+    return errors
+
+
+def _tags(pipeline: Pipeline) -> list[str]:
+    return list(dict.fromkeys(["edgeloop", f"project:{pipeline.project}", *pipeline.tags]))
+
+
+def _dag_doc(pipeline: Pipeline) -> str:
+    return (
+        f"### {pipeline.name}\n\n{pipeline.description}\n\n"
+        f"Project `{pipeline.project}`; config `{pipeline.source_file}` "
+        f"(sha256 `{pipeline.config_sha256[:12]}`).\n\n"
+        "Each step is a task group (verify_source → sync → label for an import step); "
+        "`summary` records the run, `publish` emits the project's asset event "
+        f"(`edgeloop-project-{pipeline.project}`) when items were created, changed or "
+        "deleted. The last summary: `edgeloop summary " + pipeline.id + "`."
+    )
 
 
 def build_dag(pipeline: Pipeline) -> DAG:
-    """The DAG of one validated pipeline: per import step verify → sync → label, then summary."""
+    """The DAG of one pipeline: one TaskGroup per step, then summary → publish.
+
+    Raises ConfigError(s) for steps the registry refuses.
+    """
+    errors = check_steps(pipeline)
+    if errors:
+        raise errors[0] if len(errors) == 1 else _errors(errors)
     default_args = {
         "owner": pipeline.owner,
         "retries": pipeline.retries,
@@ -40,66 +245,170 @@ def build_dag(pipeline: Pipeline) -> DAG:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
     }
-    doc = f"### {pipeline.name}\n\n{pipeline.description}\n\nConfig: `{pipeline.source_file}`"
+    groups = group_ids(pipeline.steps)
+    first_task_id = f"{groups[0]}.verify_source"
+    common = {
+        "pipeline_id": pipeline.id,
+        "config_file": pipeline.source_file,
+        "config_sha256": pipeline.config_sha256,
+        "first_task_id": first_task_id,
+    }
+    asset = project_asset(pipeline.project)
     with DAG(
         dag_id=pipeline.id,
-        description=pipeline.name[:200],
-        doc_md=doc,
+        dag_display_name=pipeline.name,
+        description=(pipeline.description.splitlines() or [pipeline.name])[0][:200],
+        doc_md=_dag_doc(pipeline),
         schedule=pipeline.schedule,
         start_date=START,
         catchup=False,
         max_active_runs=1,
         default_args=default_args,
-        tags=["edgeloop", f"project:{pipeline.project}", *pipeline.tags],
+        tags=_tags(pipeline),
+        params={
+            "ignoreLastSuccessfulRun": Param(
+                False, type="boolean", description=PARAMS_DOC["ignoreLastSuccessfulRun"]
+            )
+        },
     ) as dag:
-        results: list[str] = []
-        previous = None
-        for i, _step in enumerate(pipeline.steps):
-            args = {"pipeline_file": pipeline.source_file, "step_index": i}
-            verify = VerifySourceOperator(task_id=f"verify_source{_suffix(i)}", retries=0, **args)
-            sync = S3SyncOperator(task_id=f"sync{_suffix(i)}", **args)
-            label = LabelOperator(task_id=f"label{_suffix(i)}", **args)
-            verify >> sync >> label
+        sync_ids: list[str] = []
+        label_ids: list[str] = []
+        previous: TaskGroup | None = None
+        for step, group_id in zip(pipeline.steps, groups, strict=True):
+            built = STEP_BUILDERS[type(step)].build(pipeline, step, group_id, common)
             if previous is not None:
-                previous >> verify
-            previous = label
-            results += [sync.task_id, label.task_id]
+                previous >> built.group
+            previous = built.group
+            sync_ids += built.sync_task_ids
+            label_ids += built.label_task_ids
         summary = RunSummaryOperator(
-            task_id="summary", pipeline_file=pipeline.source_file, result_task_ids=results
+            task_id="summary",
+            project=pipeline.project,
+            sync_task_ids=sync_ids,
+            label_task_ids=label_ids,
+            doc_md="Adds up this run's step results, attaches the project's items per label "
+            "and category, stores the summary (`edgeloop summary "
+            f"{pipeline.id}`) and logs it.",
+            **common,
         )
-        if previous is not None:
-            previous >> summary
+        publish = PublishOperator(
+            task_id="publish",
+            summary_task_id=summary.task_id,
+            outlets=[asset],
+            doc_md=f"Emits an event of asset `{asset.name}` with the run's counts when items "
+            "were created, changed or deleted; skipped otherwise (no event).",
+            **common,
+        )
+        previous >> summary >> publish
     return dag
 
 
+def _errors(errors: list[ConfigError]) -> ConfigError:
+    from edgeloop.config import ConfigErrors
+
+    return ConfigErrors(errors)
+
+
+@dataclass
+class Built:
+    """The result of building a set of config files."""
+
+    dags: dict[str, DAG] = field(default_factory=dict)
+    dag_of_file: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, list[ConfigError]] = field(default_factory=dict)
+
+
+def build_files(paths: Iterable[str | Path], *, invalid_dags: bool = True) -> Built:
+    """Build the DAG of every file; each broken file gets its errors (and, if asked, its
+    invalid-config DAG). Never raises."""
+    built = Built()
+    pipelines, built.errors = load_pipelines(list(paths))
+    for pipeline in pipelines:
+        try:
+            dag = build_dag(pipeline)
+        except ConfigError as exc:
+            built.errors[pipeline.source_file] = errors_of(exc)
+        except Exception as exc:  # Airflow refused the DAG: report it like a config error
+            built.errors[pipeline.source_file] = [
+                ConfigError(
+                    f"Airflow refused the DAG: {type(exc).__name__}: {str(exc)[:500]}",
+                    file=pipeline.source_file,
+                )
+            ]
+        else:
+            built.dags[dag.dag_id] = dag
+            built.dag_of_file[pipeline.source_file] = dag.dag_id
+    if invalid_dags:
+        for file in sorted(built.errors):
+            text = "\n".join(str(e) for e in built.errors[file])
+            log.error("pipeline config %s is invalid:\n%s", file, text)
+            try:
+                dag = build_invalid_config_dag(file, text, taken=built.dags.keys())
+            except Exception:  # never let the error DAG take the others down
+                log.exception("cannot build the invalid-config DAG of %s", file)
+                continue
+            built.dags[dag.dag_id] = dag
+            built.dag_of_file[file] = dag.dag_id
+    return built
+
+
 def build_dags(directory: str | Path | None = None) -> dict[str, DAG]:
-    """Every valid pipeline's DAG. Invalid configs are reported, never fatal to the others."""
+    """Every pipeline's DAG; an invalid config becomes an invalid-config DAG, never fatal."""
     if directory is None:
         from edgeloop.settings import get_settings
 
         directory = get_settings().pipelines_dir
-    pipelines, errors = load_pipelines(directory)
-    dags = {p.id: build_dag(p) for p in pipelines}
-    for file, error in errors.items():
-        log.error("pipeline config %s is invalid:\n%s", file, error)
-        dag = build_invalid_config_dag(file, error, taken=dags.keys())
-        dags[dag.dag_id] = dag
-    return dags
+    try:
+        files = config_files(directory)
+    except OSError as exc:
+        log.error("cannot list pipeline configs in %s: %s", directory, exc)
+        return {}
+    return build_files(files).dags
 
 
-def build_invalid_config_dag(file: str, error: ConfigError, taken=()) -> DAG:
+def check_files(paths: Iterable[str | Path]) -> dict[str, list[ConfigError]]:
+    """What ``build_dags`` would turn into invalid-config DAGs, for these files.
+
+    A file is checked together with the other configs of its folder (as the DAG
+    file loads them), so an id used twice is reported as the builder would.
+    """
+    wanted = [Path(p) for p in paths]
+    folders: dict[Path, list[Path]] = {}
+    for path in wanted:
+        folders.setdefault(path.parent, [])
+    errors: dict[str, list[ConfigError]] = {}
+    for folder in folders:
+        try:
+            siblings = config_files(folder)
+        except OSError:
+            siblings = []
+        mine = [p for p in wanted if p.parent == folder]
+        order = sorted(set(siblings) | set(mine))
+        found = build_files(order, invalid_dags=False).errors
+        for path in mine:
+            if str(path) in found:
+                errors[str(path)] = found[str(path)]
+    return errors
+
+
+def build_invalid_config_dag(file: str, error: ConfigError | str, taken=()) -> DAG:
     """A paused, unscheduled DAG that shows an invalid config's errors in the UI.
 
     Its description and docs carry the errors; its one task fails with them if
     triggered. The other pipelines' DAGs are unaffected.
     """
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(file).stem) or "config"
-    dag_id = stem if stem not in taken else f"invalid_{stem}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(file).stem).lstrip("._-")[:180] or "config"
+    dag_id, n = stem, 2
+    if dag_id in taken:
+        dag_id = f"invalid_{stem}"
+    while dag_id in taken:
+        dag_id, n = f"invalid_{stem}_{n}", n + 1
+    text = str(error)
     with DAG(
         dag_id=dag_id,
         dag_display_name=f"{dag_id} (INVALID CONFIG: see Docs)",
-        description=f"INVALID CONFIG: {str(error).splitlines()[0]}"[:200],
-        doc_md=f"### Invalid pipeline config `{file}`\n\n```\n{error}\n```\n\n"
+        description=f"INVALID CONFIG: {text.splitlines()[0]}"[:200],
+        doc_md=f"### Invalid pipeline config `{file}`\n\n```\n{text}\n```\n\n"
         "Fix the file (check it with `edgeloop validate`); this DAG is replaced by "
         "the pipeline once the config is valid.",
         schedule=None,
@@ -109,5 +418,10 @@ def build_invalid_config_dag(file: str, error: ConfigError, taken=()) -> DAG:
         default_args={"owner": "edgeloop", "retries": 0},
         tags=["edgeloop", "invalid-config"],
     ) as dag:
-        InvalidConfigOperator(task_id="invalid_config", file=file, message=str(error))
+        InvalidConfigOperator(
+            task_id="invalid_config",
+            file=file,
+            message=text,
+            doc_md="Fails with the config's errors; fix the file and this DAG goes away.",
+        )
     return dag

@@ -2,54 +2,109 @@
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Sequence
 from typing import Any
 
-from edgeloop.catalog.store import Catalog
-from edgeloop.config import Pipeline
 from edgeloop.ingest.sync import SYNC_KEYS
+
+UNLABELED = "(unlabeled)"  # the one spelling of "no label", in the summary and `edgeloop stats`
+NO_CATEGORY = "(none)"
+LABEL_KEYS = ("labeled", "unlabeled", "training", "testing")
+WIDTH = 100
+
+
+def shown_counts(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The catalog's counts with the empty label/category spelled out."""
+    return {
+        "label": {(k or UNLABELED): v for k, v in counts.get("label", {}).items()},
+        "category": {(k or NO_CATEGORY): v for k, v in counts.get("category", {}).items()},
+    }
 
 
 def summarize(
-    pipeline: Pipeline,
+    pipeline_id: str,
+    project: str,
     run_id: str,
-    results: dict[str, dict[str, Any] | None],
     *,
-    catalog: Catalog | None = None,
+    sync_results: Sequence[dict[str, Any] | None] = (),
+    label_results: Sequence[dict[str, Any] | None] = (),
+    catalog=None,  # edgeloop.catalog.store.Catalog
 ) -> dict[str, Any]:
-    """Add up the sync counts of a run's steps, attach dataset counts, record the run."""
+    """Add up the results of a run's steps, attach dataset counts, record the run."""
+    from edgeloop.catalog.store import Catalog
+
     catalog = catalog or Catalog.from_settings()
     sync = dict.fromkeys(SYNC_KEYS, 0)
-    for task_id, result in results.items():
-        if result and task_id.startswith("sync"):
-            for key in SYNC_KEYS:
-                sync[key] += int(result.get(key, 0))
-    counts = catalog.counts(pipeline.project)
+    for result in sync_results:
+        for key in SYNC_KEYS:
+            sync[key] += int((result or {}).get(key, 0))
+    label = dict.fromkeys(LABEL_KEYS, 0)
+    warnings: list[str] = []
+    for result in label_results:
+        for key in LABEL_KEYS:
+            label[key] += int((result or {}).get(key, 0))
+        warnings += (result or {}).get("warnings", [])
+    counts = shown_counts(catalog.counts(project))
     summary = {
-        "pipeline": pipeline.id,
-        "project": pipeline.project,
+        "pipeline": pipeline_id,
+        "project": project,
         "run_id": run_id,
         "sync": sync,
+        "label": label,
+        "warnings": warnings,
         "items_per_label": counts["label"],
         "items_per_category": counts["category"],
     }
-    catalog.record_run(pipeline.id, run_id, pipeline.project, summary)
+    catalog.record_run(pipeline_id, run_id, project, summary)
     return summary
 
 
+def changes(summary: dict[str, Any]) -> dict[str, int]:
+    """The counts a run's asset event carries."""
+    sync = summary.get("sync", {})
+    return {
+        "new": int(sync.get("new", 0)),
+        "updated": int(sync.get("updated", 0)),
+        "deleted": int(sync.get("deleted", 0)),
+        "items": sum(summary.get("items_per_label", {}).values()),
+    }
+
+
+def _wrapped(title: str, counts: dict[str, int], empty: str = "none") -> list[str]:
+    text = ", ".join(f"{k} {v}" for k, v in counts.items()) or empty
+    head = f"  {title}: "
+    return textwrap.wrap(
+        text,
+        width=WIDTH,
+        initial_indent=head,
+        subsequent_indent=" " * len(head),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
 def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as readable lines (long lists wrap)."""
     sync = summary["sync"]
     lines = [
         f"pipeline {summary['pipeline']} (project {summary['project']}), run {summary['run_id']}",
-        "  sync:  " + ", ".join(f"{k} {sync[k]}" for k in SYNC_KEYS),
-        "  items per label:    "
-        + (
-            ", ".join(f"{k or '(unlabeled)'} {v}" for k, v in summary["items_per_label"].items())
-            or "none"
-        ),
-        "  items per category: "
-        + (
-            ", ".join(f"{k or '(none)'} {v}" for k, v in summary["items_per_category"].items())
-            or "none"
-        ),
+        *_wrapped("sync", {k: sync[k] for k in SYNC_KEYS if k in sync}),
     ]
+    if sync.get("gone"):
+        lines.append(
+            f"  {sync['gone']} item(s) are no longer in the source; they are kept "
+            "(set syncDeletions to mark them deleted)"
+        )
+    if summary.get("label"):
+        lines += _wrapped("label", summary["label"])
+    labels = summary.get("items_per_label", {})
+    lines.append(f"  items: {sum(labels.values())} in {len(labels)} label(s)")
+    lines += _wrapped("items per label", {(k or UNLABELED): v for k, v in labels.items()})
+    lines += _wrapped(
+        "items per category",
+        {(k or NO_CATEGORY): v for k, v in summary.get("items_per_category", {}).items()},
+    )
+    for warning in summary.get("warnings", ()):
+        lines.append(f"  warning: {warning}")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Every shipped pipeline becomes a DAG with tags, owner, retries; parsing stays light."""
+"""Every shipped pipeline becomes a sound DAG; broken configs become invalid-config DAGs and
+hide nothing; `edgeloop validate` reports exactly what the builder refuses."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from edgeloop.dag_factory import build_dags, build_files, check_files, group_ids, slug
+
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("tensorflow", "pandas", "great_expectations", "boto3", "botocore", "keras")
+STEP = {"name": "s", "builtinTransformationBlock": {"type": "s3-to-project", "path": "s3://bkt/x/"}}
 
 
 def _dagbag(pipelines_dir: Path, monkeypatch: pytest.MonkeyPatch):
@@ -31,43 +34,82 @@ def test_every_config_becomes_a_sound_dag(monkeypatch: pytest.MonkeyPatch) -> No
         assert "edgeloop" in dag.tags
         assert dag.max_active_runs == 1 and dag.catchup is False
         assert dag.doc_md
-        assert list(dag.task_dict)[:3] == ["verify_source", "sync", "label"]
-        assert dag.task_dict["summary"].upstream_task_ids == {"label"}
         for task in dag.tasks:
             assert task.owner == "edgeloop"
-        sync = dag.task_dict["sync"]
+            assert task.doc_md, task.task_id
+        group = next(iter(dag.task_group.children))
+        assert list(dag.task_dict)[:3] == [
+            f"{group}.{t}" for t in ("verify_source", "sync", "label")
+        ]
+        assert dag.task_dict["summary"].upstream_task_ids == {f"{group}.label"}
+        assert dag.task_dict["publish"].upstream_task_ids == {"summary"}
+        sync = dag.task_dict[f"{group}.sync"]
         assert sync.retries >= 1 and sync.retry_exponential_backoff
-        assert dag.task_dict["verify_source"].retries == 0  # wrong credentials fail fast
+        assert dag.task_dict[f"{group}.verify_source"].retries == 0  # fail fast
+        param = dag.params.get_param("ignoreLastSuccessfulRun")
+        assert param.value is False and param.schema["type"] == "boolean" and param.description
 
 
-def test_demo_schedule_from_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    dag = _dagbag(REPO / "include" / "pipelines", monkeypatch).dags["demo"]
-    assert dag.timetable.delta == timedelta(days=1)
+def test_demo_dag_shows_name_readable_schedule_and_project_asset() -> None:
+    dag = build_dags(REPO / "include" / "pipelines")["demo"]
+    assert dag.dag_display_name == "Import digits from s3://edgeloop-demo/digits/"
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    timetable = coerce_to_core_timetable(dag.timetable)  # what the UI shows
+    assert (timetable.summary, timetable.description) == ("0 0 * * *", "At 00:00")
+    group = "fetch_data_from_s3_edgeloop_demo_digits"
+    summary = dag.task_dict["summary"]
+    assert summary.sync_task_ids == [f"{group}.sync"]
+    assert summary.label_task_ids == [f"{group}.label"]
+    (asset,) = dag.task_dict["publish"].outlets
+    assert (asset.name, asset.uri) == ("edgeloop-project-demo", "x-edgeloop://project/demo")
+    sync = dag.task_dict[f"{group}.sync"]
+    assert (sync.bucket, sync.prefix, sync.project, sync.conn_id) == (
+        "edgeloop-demo",
+        "digits/",
+        "demo",
+        "edgeloop_demo_s3",
+    )
+    assert sync.first_task_id == f"{group}.verify_source" and len(sync.config_sha256) == 64
+
+
+def test_the_serialized_dag_holds_the_config(tmp_path: Path) -> None:
+    """Airflow versions a DAG by its serialized form: a config edit must change it."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    def serialized(prefix: str) -> str:
+        step = {**STEP, "builtinTransformationBlock": {**STEP["builtinTransformationBlock"]}}
+        step["builtinTransformationBlock"]["path"] = f"s3://bkt/{prefix}/"
+        (tmp_path / "p.json").write_text(json.dumps([step]))
+        return json.dumps(DagSerialization.to_dict(build_dags(tmp_path)["p"]), sort_keys=True)
+
+    first, second = serialized("a"), serialized("b")
+    assert first != second and '"a/"' in first and '"b/"' in second
+
+
+def test_group_ids_are_unique_slugs() -> None:
+    class S:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    names = ["Fetch data", "fetch DATA!", "Données", "***", "summary"]
+    assert group_ids(S(n) for n in names) == [
+        "fetch_data",
+        "fetch_data_2",
+        "donnees",
+        "step_4",
+        "summary_step",
+    ]
+    assert slug("x" * 100) == "x" * 60
 
 
 def test_bad_config_shows_its_error_and_hides_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = {
-        "name": "s",
-        "builtinTransformationBlock": {"type": "s3-to-project", "path": "s3://bkt/x/"},
-    }
-    (tmp_path / "good.json").write_text(json.dumps([step]))
+    (tmp_path / "good.json").write_text(json.dumps([STEP]))
+    block = {**STEP["builtinTransformationBlock"], "category": "sometimes"}
     (tmp_path / "broken.json").write_text(
-        json.dumps(
-            {
-                "name": "b",
-                "steps": [
-                    {
-                        **step,
-                        "builtinTransformationBlock": {
-                            **step["builtinTransformationBlock"],
-                            "category": "sometimes",
-                        },
-                    }
-                ],
-            }
-        )
+        json.dumps({"name": "b", "steps": [{**STEP, "builtinTransformationBlock": block}]})
     )
     bag = _dagbag(tmp_path, monkeypatch)
     assert bag.import_errors == {}
@@ -79,6 +121,91 @@ def test_bad_config_shows_its_error_and_hides_nothing(
     assert "$.steps[0].builtinTransformationBlock.category" in broken.doc_md
     assert "sometimes" in broken.doc_md
     assert type(broken.timetable).__name__ == "NullTimetable"
+
+
+# Files that once made every DAG disappear (an exception escaping the DAG file) or
+# that validate passed while the builder dropped them.
+KILLERS = {
+    "action.json": [
+        {
+            "name": "x",
+            "builtinTransformationBlock": {"type": "project-action", "retrainModel": False},
+        }
+    ],
+    "model_type.json": [
+        {
+            "name": "x",
+            "builtinTransformationBlock": {
+                "type": "project-action",
+                "buildBinaryModelType": "int8",
+            },
+        }
+    ],
+    "overflow.json": {"name": "x", "intervalStr": "99999999999d", "steps": [STEP]},
+    "deep.json": "[" * 100_000 + "]" * 100_000,
+    "tag.json": {"name": "x", "tags": ["t" * 101], "steps": [STEP]},
+    "never.json": {"name": "x", "schedule": "@never", "steps": [STEP]},
+    "at.json": {"name": "x", "schedule": "@", "steps": [STEP]},
+    "float.json": {
+        "name": "x",
+        "steps": [
+            {
+                **STEP,
+                "builtinTransformationBlock": {
+                    **STEP["builtinTransformationBlock"],
+                    "concurrency": 4.0,
+                },
+            }
+        ],
+    },
+    "dupkey.json": '{"name": "x", "name": "y", "steps": []}',
+    "dotdot.json": {"id": "..", "name": "x", "steps": [STEP]},
+    "both.json": {"name": "x", "schedule": "@daily", "intervalStr": "1d", "steps": [STEP]},
+    "sameid.json": {"id": "good", "name": "x", "steps": [STEP]},
+    "seed.json": json.loads((REPO / "tests/fixtures/pipelines/seed_example.json").read_text()),
+    "binary.json": "\xff\xfe garbage",
+    "block.json": [{"name": "b", "transformationBlockId": "research-combiner"}],
+}
+
+
+def test_no_file_hides_the_others_and_validate_agrees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "good.json").write_text(json.dumps([STEP]))
+    for name, doc in KILLERS.items():
+        (tmp_path / name).write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    bag = _dagbag(tmp_path, monkeypatch)
+    assert bag.import_errors == {}
+    invalid = {d for d in bag.dag_ids if "invalid-config" in bag.dags[d].tags}
+    assert "good" in bag.dag_ids and "good" not in invalid
+    assert len(invalid) == len(KILLERS)
+    files = sorted(tmp_path.glob("*.json"))
+    errors = check_files(files)
+    assert sorted(Path(f).name for f in errors) == sorted(KILLERS)
+    # one file alone is checked against its folder: the id used twice is still reported
+    assert list(check_files([tmp_path / "sameid.json"])) == [str(tmp_path / "sameid.json")]
+    assert check_files([tmp_path / "good.json"]) == {}
+
+
+def test_an_exception_inside_the_builder_becomes_an_invalid_dag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.json").write_text(json.dumps([STEP]))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("surprise")
+
+    monkeypatch.setattr("edgeloop.dag_factory._build_import", boom)
+    from edgeloop import dag_factory
+
+    monkeypatch.setitem(
+        dag_factory.STEP_BUILDERS,
+        dag_factory.ImportStep,
+        dag_factory.StepBuilder(check=dag_factory._no_errors, build=boom),
+    )
+    built = build_files([tmp_path / "a.json"])
+    assert "surprise" in str(built.errors[str(tmp_path / "a.json")][0])
+    assert "invalid-config" in built.dags["a"].tags
 
 
 def test_parsing_imports_no_heavy_library_and_does_no_network_io() -> None:

@@ -10,7 +10,6 @@ import pytest
 
 from edgeloop.catalog.store import Catalog
 from edgeloop.cli import main
-from edgeloop.config import load_pipeline
 from edgeloop.summary import summarize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +47,48 @@ def test_validate_ok_and_errors(tmp_path: Path, capsys) -> None:
     assert "ok: " in out.out
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1,",
+        "\xff\xfe",
+        "[" * 100_000,
+        '{"name": "x", "intervalStr": "99999999999d", "steps": [1]}',
+        '[{"name": "x", "builtinTransformationBlock": {"type": "project-action"}}]',
+        '[{"name": "x", "builtinTransformationBlock": {"type": "project-action", '
+        '"buildBinaryModelType": "int8"}}]',
+        "null",
+        '{"name": "x", "name": "y"}',
+    ],
+)
+def test_validate_on_malformed_files_prints_errors_never_a_traceback(
+    tmp_path: Path, capsys, text: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {bad}: " in err and "Traceback" not in err
+
+
+def test_validate_reports_what_the_builder_refuses(tmp_path: Path, capsys) -> None:
+    seed = REPO / "tests" / "fixtures" / "pipelines" / "seed_example.json"
+    assert main(["validate", str(seed)]) == 1
+    err = capsys.readouterr().err
+    for action in ("refreshDataExplorer", "retrainModel", "createVersion", "buildBinary"):
+        assert f"project action '{action}' is not built yet" in err, action
+    step = {
+        "name": "s",
+        "builtinTransformationBlock": {"type": "s3-to-project", "path": "s3://bkt/"},
+    }
+    (tmp_path / "a.json").write_text(json.dumps({"id": "same", "name": "a", "steps": [step]}))
+    (tmp_path / "b.json").write_text(json.dumps({"id": "same", "name": "b", "steps": [step]}))
+    assert main(["validate", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert f"ok: {tmp_path / 'a.json'}" in out.out
+    assert f"error: {tmp_path / 'b.json'}: $.id: pipeline id 'same' is already used" in out.err
+
+
 def test_encrypt_secret_round_trips_with_airflow_key(monkeypatch, capsys) -> None:
     from airflow.sdk.crypto import get_fernet
     from cryptography.fernet import Fernet
@@ -71,11 +112,14 @@ def test_encrypt_secret_round_trips_with_airflow_key(monkeypatch, capsys) -> Non
 
 
 def test_summary_items_and_stats(home: Path, capsys) -> None:
-    pipeline = load_pipeline(REPO / "include" / "pipelines" / "demo.json")
     assert main(["summary", "demo"]) == 1
     assert "no run of pipeline 'demo'" in capsys.readouterr().err
     summarize(
-        pipeline, "run-1", {"sync": {"listed": 3, "new": 2, "skipped": 1}, "label": {"labeled": 2}}
+        "demo",
+        "demo",
+        "run-1",
+        sync_results=[{"listed": 3, "new": 2, "skipped": 1}, None],
+        label_results=[{"labeled": 2, "warnings": ["labels look like file ids"]}],
     )
     assert main(["summary", "demo"]) == 0
     out = capsys.readouterr().out

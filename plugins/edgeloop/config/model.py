@@ -1,0 +1,106 @@
+"""The typed pipeline model: a frozen ``Pipeline`` whose steps are one of a closed union.
+
+The loader (``edgeloop.config.loader``) is the only place that reads raw JSON; the
+DAG builder sees only these classes. Each step keeps ``where``, its JSON path in
+the file, so later checks (the builder's) can name it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import ClassVar
+
+from edgeloop.ingest.source import SourceSpec
+
+CATEGORIES = ("training", "testing", "split")
+LABEL_STRATEGIES = ("infer-from-folder-name", "infer-from-file-name", "keep-unlabeled")
+
+
+@dataclass(frozen=True)
+class ImportStep:
+    """builtinTransformationBlock ``s3-to-project``: verify the source, sync it, label."""
+
+    kind: ClassVar[str] = "s3-to-project"
+
+    name: str
+    where: str
+    source: SourceSpec
+    label_strategy: str = "infer-from-folder-name"
+    category: str = "split"
+    sync_deletions: bool = False
+
+
+@dataclass(frozen=True)
+class ProjectActionStep:
+    """builtinTransformationBlock ``project-action`` (explorer, retrain, version, binary)."""
+
+    kind: ClassVar[str] = "project-action"
+    # the config's field name of each action, in the order the reference runs them
+    ACTIONS: ClassVar[tuple[str, ...]] = (
+        "refreshDataExplorer",
+        "retrainModel",
+        "createVersion",
+        "buildBinary",
+    )
+
+    name: str
+    where: str
+    refresh_data_explorer: bool = False
+    retrain_model: bool = False
+    create_version: bool = False
+    build_binary: str | None = None  # "zip"
+    build_binary_model_type: str | None = None  # "int8" | "float32"
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The actions this step asks for, by their config names."""
+        asked = (
+            self.refresh_data_explorer,
+            self.retrain_model,
+            self.create_version,
+            self.build_binary is not None,
+        )
+        return tuple(a for a, on in zip(self.ACTIONS, asked, strict=True) if on)
+
+
+@dataclass(frozen=True)
+class BlockStep:
+    """A custom transformation block (``transformationBlockId``) over filtered items."""
+
+    kind: ClassVar[str] = "transformation-block"
+
+    name: str
+    where: str
+    block_id: str
+    filter: str | None = None
+    parameters: tuple[tuple[str, str], ...] = ()  # as the block receives them: strings
+    parallel: int = 1
+    extra_cli_arguments: str = ""
+    upload_type: str | None = None  # "dataset" | "project"
+    output_dataset_name: str | None = None
+    output_dataset_path_rule: str | None = None
+    category: str | None = None
+    label: str | None = None
+
+
+Step = ImportStep | ProjectActionStep | BlockStep
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One pipeline config file, validated."""
+
+    id: str
+    name: str
+    project: str
+    steps: tuple[Step, ...]
+    source_file: str
+    # sha256 of the file's bytes: part of every task, so a DAG version names its config
+    config_sha256: str = ""
+    description: str = ""
+    # a cron expression or preset, a timedelta (intervals no cron expresses), or None
+    schedule: str | timedelta | None = "@daily"
+    tags: tuple[str, ...] = ()
+    owner: str = "edgeloop"
+    retries: int = 2
