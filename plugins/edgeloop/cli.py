@@ -16,6 +16,7 @@ from edgeloop.errors import EdgeloopError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "edgeloop.commands",
+    "edgeloop.catalog.cli",
     "edgeloop.deploy.cli",
     "edgeloop.blocks.cli",
     "edgeloop.research.cli",
