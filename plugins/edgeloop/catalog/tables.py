@@ -93,3 +93,92 @@ runs = sa.Table(
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# -- training (migration 0003): models, deployments, explorer maps, versions -------------
+# Artifacts (.keras, features .npz, PNGs, zips, manifests) live in the blob store; these
+# rows reference them by sha256.
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # train | retrain
+    sa.Column("impulse", sa.Text, nullable=False),
+    sa.Column("labels", sa.Text, nullable=False),  # JSON list, the output order
+    sa.Column("metrics", sa.Text, nullable=False),  # JSON
+    sa.Column("gate", sa.Text),  # JSON: the quality gate's decision (retrain)
+    sa.Column("model_sha", sa.String(64), nullable=False),
+    sa.Column("features_sha", sa.String(64), nullable=False),
+    sa.Column("confusion_sha", sa.String(64), nullable=False),
+    sa.Column("anomaly_sha", sa.String(64)),
+    sa.Column("promoted_at", sa.DateTime(timezone=True)),  # the latest promoted is current
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("dataset_id", "number", name="uq_models_number"),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("model_type", sa.String(16), nullable=False),
+    sa.Column("zip_sha", sa.String(64), nullable=False),
+    sa.Column("report_sha", sa.String(64), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),  # JSON: the report's key figures
+    sa.Column("published_at", sa.DateTime(timezone=True)),  # the latest published is current
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("dataset_id", "number", name="uq_deployments_number"),
+)
+
+explorer_maps = sa.Table(
+    "explorer_maps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id")),  # None: processed features
+    sa.Column("basis", sa.String(64), nullable=False),  # what the embeddings come from
+    sa.Column("state_sha", sa.String(64), nullable=False),  # the t-SNE map to extend
+    sa.Column("png_sha", sa.String(64), nullable=False),
+    sa.Column("stats", sa.Text, nullable=False),  # JSON
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("dataset_id", "number", name="uq_explorer_maps_number"),
+)
+
+explorer_points = sa.Table(
+    "explorer_points",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "map_id", sa.Integer, sa.ForeignKey("explorer_maps.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("window", sa.Integer, nullable=False),
+    sa.Column("x", sa.Float, nullable=False),
+    sa.Column("y", sa.Float, nullable=False),
+    sa.Column("label", sa.Text),
+    sa.Column("is_new", sa.Boolean, nullable=False),
+    sa.Column("suggested_label", sa.Text),
+    sa.Column("confidence", sa.Float),
+    sa.UniqueConstraint("map_id", "item_id", "window", name="uq_explorer_points_item"),
+)
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id")),
+    sa.Column("manifest_sha", sa.String(64), nullable=False),  # the snapshot, a JSON blob
+    sa.Column("summary", sa.Text, nullable=False),  # JSON: counts and metrics
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("dataset_id", "number", name="uq_versions_number"),
+)
