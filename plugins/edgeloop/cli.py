@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgeloop.deploy.cli",
     "edgeloop.blocks.cli",
     "edgeloop.research.cli",
+    "edgeloop.training.cli",
     "edgeloop.runs.cli",
 )
 
