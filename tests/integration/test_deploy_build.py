@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeloop.deploy import codegen, convert, package, tflite_graph, verify
+from edgeloop.deploy import codegen, convert, lowering, package, tflite_graph, verify
 from edgeloop.deploy.build import build_library
 from edgeloop.errors import DeployError
 from edgeloop_dev import reference_models
@@ -309,9 +309,9 @@ def test_failed_verification_names_sample_and_op_and_leaves_no_zip(
     models: dict[str, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Inject a wrong output zero point into the depthwise kernel's parameters."""
-    original = codegen.Emitter.struct
+    original = lowering.Constants.struct
 
-    def corrupt(self: codegen.Emitter, name: str, kind: str, values: dict[str, object]) -> str:
+    def corrupt(self: lowering.Constants, name: str, kind: str, values: dict[str, object]) -> str:
         if (
             kind == "ConvParams"
             and values["depth_multiplier"] == 1
@@ -321,7 +321,7 @@ def test_failed_verification_names_sample_and_op_and_leaves_no_zip(
             values = {**values, "out_offset": int(values["out_offset"]) + 3}  # type: ignore
         return original(self, name, kind, values)
 
-    monkeypatch.setattr(codegen.Emitter, "struct", corrupt)
+    monkeypatch.setattr(lowering.Constants, "struct", corrupt)
     m = models["cnn"]
     out = tmp_path / "out" / "lib.zip"
     out.parent.mkdir()

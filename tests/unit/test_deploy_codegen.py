@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from edgeloop.cli import build_parser, main
-from edgeloop.deploy import build, codegen, convert
-from edgeloop.deploy.codegen import Lowered, plan_memory
+from edgeloop.deploy import build, codegen, convert, lowering, memory_plan, quantization
+from edgeloop.deploy.lowering import Lowered
+from edgeloop.deploy.memory_plan import plan_memory
 from edgeloop.deploy.tflite_graph import Graph, Operator, Tensor
 from edgeloop.errors import DeployError
 
@@ -32,12 +33,12 @@ KERNELS = Path(codegen.__file__).parent / "kernels"
     ],
 )
 def test_quantize_multiplier_table(real: float, expected: tuple[int, int]) -> None:
-    assert codegen.quantize_multiplier(real) == expected
+    assert quantization.quantize_multiplier(real) == expected
 
 
 @pytest.mark.parametrize("real", [1e-6, 0.00390625, 0.1234, 0.7, 3.3, 1234.5])
 def test_quantize_multiplier_represents_the_value(real: float) -> None:
-    q, shift = codegen.quantize_multiplier(real)
+    q, shift = quantization.quantize_multiplier(real)
     assert (1 << 30) <= q < (1 << 31)
     assert q * 2.0 ** (shift - 31) == pytest.approx(real, rel=1e-9)
 
@@ -55,7 +56,7 @@ def test_quantize_multiplier_represents_the_value(real: float) -> None:
 def test_activation_range_int8(
     activation: str, scale: float, zp: int, expected: tuple[int, int]
 ) -> None:
-    assert codegen.activation_range_int8(activation, scale, zp) == expected
+    assert quantization.activation_range_int8(activation, scale, zp) == expected
 
 
 @pytest.mark.parametrize(
@@ -71,7 +72,7 @@ def test_activation_range_int8(
 def test_compute_padding(
     stride: int, dilation: int, in_size: int, filt: int, out_size: int, padding: str, expected: int
 ) -> None:
-    assert codegen.compute_padding(stride, dilation, in_size, filt, out_size, padding) == expected
+    assert lowering.compute_padding(stride, dilation, in_size, filt, out_size, padding) == expected
 
 
 def _tensor(i: int, shape: tuple[int, ...], const: bool = False) -> Tensor:
@@ -136,7 +137,7 @@ def test_memory_plan_shares_buffers_without_overlap() -> None:
             ra = range(plan.offsets[a], plan.offsets[a] + graph.tensors[a].nbytes)
             rb = range(plan.offsets[b], plan.offsets[b] + graph.tensors[b].nbytes)
             assert not set(ra) & set(rb), (a, b)
-    assert all(off % codegen.ALIGN == 0 for off in plan.offsets.values())
+    assert all(off % memory_plan.ALIGN == 0 for off in plan.offsets.values())
 
 
 def test_memory_plan_without_inplace_is_not_smaller() -> None:
@@ -405,12 +406,12 @@ def test_overlap_bound_is_safe_and_tight(
         "dil_w",
     )
     p = dict(zip(keys, geo, strict=True))
-    bound = codegen.overlap_delta(p, in_c, out_c, block, channelwise, 1)
+    bound = memory_plan.overlap_delta(p, in_c, out_c, block, channelwise, 1)
     events = _kernel_events(p, in_c, out_c, block, channelwise)
     assert not _clobbers(events, bound)
     assert not _clobbers(events, bound - 5)
     assert _clobbers(events, bound + 1)
-    assert codegen.overlap_delta(p, in_c, out_c, block, channelwise, 4) == 4 * bound
+    assert memory_plan.overlap_delta(p, in_c, out_c, block, channelwise, 4) == 4 * bound
 
 
 @pytest.mark.skipif(
@@ -465,7 +466,7 @@ def test_unsupported_operator_error_names_it_and_lists_supported() -> None:
     with pytest.raises(DeployError) as err:
         codegen.generate(graph, "float32")
     assert str(err.value).startswith("unsupported operator TANH (op #0)")
-    assert "supported operators: " + ", ".join(codegen.SUPPORTED_OPS) in str(err.value)
+    assert "supported operators: " + ", ".join(lowering.SUPPORTED_OPS) in str(err.value)
     tensors.append(Tensor(2, "w", (4, 4), f32, np.eye(4, dtype=np.float32)))
     graph = Graph(
         tensors, [Operator(0, "FULLY_CONNECTED", [0, 2], [1], {"activation": "TANH"})], [0], [1]
