@@ -78,7 +78,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -120,7 +120,7 @@ DATE.2: /date\b/i
 LABELS.2: /--labels\b/i
 COMPARE: "!=" | "<>" | "<=" | ">=" | "=" | "<" | ">"
 ARROW: "->"
-NAME: /[A-Za-z_][A-Za-z0-9_]*/
+NAME: /(?!(?i:or|and|not|like|in|contains|date)\b)[A-Za-z_][A-Za-z0-9_]*/
 KEY: /[A-Za-z0-9_][A-Za-z0-9_.\-]*/
 LABEL: /[^\s,()'"]+/
 STRING: /'(?:[^']|'')*'/
@@ -346,7 +346,13 @@ def parse_filter(text: str, *, file: str | None = None, path: str | None = "filt
     """Parse a filter; a syntax error raises FilterError with a caret under its position."""
     if not text.strip():
         raise FilterError(
-            "empty filter", query=text, position=0, file=file, path=path, expected="a condition"
+            "empty filter",
+            query=text,
+            position=0,
+            file=file,
+            path=path,
+            expected="a condition",
+            value=text,
         )
     try:
         return _parser().parse(text)
@@ -354,25 +360,58 @@ def parse_filter(text: str, *, file: str | None = None, path: str | None = "filt
         raise _syntax_error(exc, text, file, path) from None
 
 
+def _accepted(exc: UnexpectedInput, text: str) -> set[str]:
+    """The terminals the grammar accepts where the error is, after every reduction (more
+    precise than the lexer state's set)."""
+    try:
+        if isinstance(exc, UnexpectedToken) and exc.interactive_parser is not None:
+            return set(exc.interactive_parser.accepts())
+        interactive = _parser().parse_interactive(text[: exc.pos_in_stream])
+        interactive.exhaust_lexer()
+        return set(interactive.accepts())
+    except UnexpectedInput:  # the prefix itself does not lex: fall back on lark's own set
+        return set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ())
+
+
 def _syntax_error(exc: UnexpectedInput, text: str, file: str | None, path: str | None):
-    def names(expected) -> str:
-        shown = sorted({_TERMINAL_NAMES.get(t, t) for t in expected if not t.startswith("__")})
+    def expected() -> str:
+        accepted = _accepted(exc, text)
+        shown = sorted({_TERMINAL_NAMES.get(t, t) for t in accepted if not t.startswith("__")})
         return ", ".join(shown) if shown else "something else"
 
     if isinstance(exc, UnexpectedCharacters):
         pos = exc.pos_in_stream
         char = text[pos]
         if char == "'":
-            message = "unterminated string"
-            expected = "a closing quote (a quote inside a string is doubled: 'it''s')"
-        elif char == '"':
-            message = "strings are single-quoted"
-            expected = "'text'"
-        else:
-            message = f"unexpected character {char!r}"
-            expected = names(exc.allowed or ())
+            return FilterError(
+                "unterminated string",
+                query=text,
+                position=pos,
+                file=file,
+                path=path,
+                expected="a closing quote (a quote inside a string is doubled: 'it''s')",
+                value=text[pos:],
+            )
+        if char == '"':
+            return FilterError(
+                "strings are single-quoted",
+                query=text,
+                position=pos,
+                file=file,
+                path=path,
+                expected="'text'",
+                value=char,
+            )
+        word = re.match(r"\w+", text[pos:])
+        shown = word.group(0) if word else char
         return FilterError(
-            message, query=text, position=pos, file=file, path=path, expected=expected, value=char
+            f"unexpected {shown!r}",
+            query=text,
+            position=pos,
+            file=file,
+            path=path,
+            expected=expected(),
+            value=shown,
         )
     if isinstance(exc, UnexpectedToken) and exc.token.type != "$END":
         tok = exc.token
@@ -382,17 +421,16 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str | None, path: str |
             position=tok.start_pos if tok.start_pos is not None else len(text),
             file=file,
             path=path,
-            expected=names(exc.expected),
+            expected=expected(),
             value=str(tok),
         )
-    expected = exc.expected if isinstance(exc, UnexpectedToken | UnexpectedEOF) else ()
     return FilterError(
         "the filter ends too early",
         query=text,
         position=len(text.rstrip()),
         file=file,
         path=path,
-        expected=names(expected or ()),
+        expected=expected(),
         value=text,
     )
 
