@@ -85,19 +85,19 @@ def _call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def trigger_run(client, dag_id: str, conf: dict[str, Any] | None = None):  # -> DAGRunResponse
     """Start a run of ``dag_id`` now (no logical date) with ``conf``."""
-    from airflow_client.client.api.dag_run_api import DAGRunApi
+    from airflow_client.client.api.dag_run_api import DagRunApi
     from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
     body = TriggerDAGRunPostBody(logical_date=None, conf=conf or {})
-    run = _call(f"triggering {dag_id}", DAGRunApi(client).trigger_dag_run, dag_id, body)
+    run = _call(f"triggering {dag_id}", DagRunApi(client).trigger_dag_run, dag_id, body)
     log.info("triggered %s: run %s", dag_id, run.dag_run_id)
     return run
 
 
 def get_run(client, dag_id: str, run_id: str):  # -> DAGRunResponse
-    from airflow_client.client.api.dag_run_api import DAGRunApi
+    from airflow_client.client.api.dag_run_api import DagRunApi
 
-    return _call(f"reading run {run_id} of {dag_id}", DAGRunApi(client).get_dag_run, dag_id, run_id)
+    return _call(f"reading run {run_id} of {dag_id}", DagRunApi(client).get_dag_run, dag_id, run_id)
 
 
 def task_instances(client, dag_id: str, run_id: str) -> list:  # [TaskInstanceResponse]
@@ -172,11 +172,11 @@ def run_summary(client, dag_id: str, run_id: str) -> dict[str, Any] | None:
 
 
 def active_runs(client, dag_id: str) -> list:  # [DAGRunResponse]
-    from airflow_client.client.api.dag_run_api import DAGRunApi
+    from airflow_client.client.api.dag_run_api import DagRunApi
 
     answer = _call(
         f"listing the runs of {dag_id}",
-        DAGRunApi(client).get_dag_runs,
+        DagRunApi(client).get_dag_runs,
         dag_id,
         state=list(ACTIVE_RUN_STATES),
         limit=100,
@@ -189,7 +189,7 @@ def stop_run(client, dag_id: str, run_id: str) -> list[str]:
     run and the run ends failed, while the ``notify`` task (``all_done``) still
     reports. A run with no running task is marked failed as a whole. Returns the
     task ids marked failed."""
-    from airflow_client.client.api.dag_run_api import DAGRunApi
+    from airflow_client.client.api.dag_run_api import DagRunApi
     from airflow_client.client.api.task_instance_api import TaskInstanceApi
     from airflow_client.client.models.dag_run_patch_body import DAGRunPatchBody
     from airflow_client.client.models.patch_task_instance_body import PatchTaskInstanceBody
@@ -211,7 +211,7 @@ def stop_run(client, dag_id: str, run_id: str) -> list[str]:
     if not stopped:
         _call(
             f"failing run {run_id}",
-            DAGRunApi(client).patch_dag_run,
+            DagRunApi(client).patch_dag_run,
             dag_id,
             run_id,
             DAGRunPatchBody(state="failed"),
