@@ -391,6 +391,8 @@ def test_item_fields_and_deleted_items(catalog: sa.Engine) -> None:
     assert names(find_items(catalog, "id > 2", dataset="AMS sorted")) == {"AMS_003"}
     assert len(find_items(catalog, dataset="AMS sorted", include_deleted=True)) == 4
     assert find_items(catalog, dataset="no such dataset") == []
+    with catalog.connect() as conn:  # inside a caller's transaction
+        assert names(find_items(conn, "id = 3")) == {"AMS_003"}
 
 
 def _counts(engine: sa.Engine) -> dict[str, int]:

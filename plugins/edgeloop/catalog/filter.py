@@ -799,7 +799,7 @@ def select_items(
 
 
 def find_items(
-    engine: sa.Engine,
+    bind: sa.Engine | sa.Connection,
     flt: str | Filter | None = None,
     *,
     dataset: str | None = None,
@@ -808,34 +808,40 @@ def find_items(
     """The items a filter selects (all items of ``dataset`` without one), each a dict of the
     item's columns (``metadata`` decoded) plus ``dataset``, ``bucket_name``, ``bucket_path``,
     ``total_file_count``, ``total_file_size`` and ``files`` (the matching files: name,
-    sha256, size, blob_path)."""
+    sha256, size, blob_path). ``bind`` is an engine, or a connection to read inside its
+    transaction."""
     if isinstance(flt, str):
         flt = compile_filter(flt)
+    query = select_items(flt, dataset=dataset, include_deleted=include_deleted)
+    if isinstance(bind, sa.Connection):
+        return _collect(bind.execute(query))
+    with bind.connect() as conn:
+        return _collect(conn.execute(query))
+
+
+def _collect(result: sa.Result) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     by_id: dict[int, dict[str, Any]] = {}
-    with engine.connect() as conn:
-        for row in conn.execute(
-            select_items(flt, dataset=dataset, include_deleted=include_deleted)
-        ):
-            m = row._mapping
-            item = by_id.get(m["id"])
-            if item is None:
-                item = {c.name: m[c.name] for c in items.c}
-                item["metadata"] = json.loads(item["metadata"] or "{}")
-                for key in ("dataset", "bucket_name", "bucket_path"):
-                    item[key] = m[key]
-                item["total_file_count"] = int(m["total_file_count"])
-                item["total_file_size"] = int(m["total_file_size"])
-                item["files"] = []
-                by_id[m["id"]] = item
-                out.append(item)
-            if m["file_id"] is not None:
-                item["files"].append(
-                    {
-                        "name": m["file_name"],
-                        "sha256": m["file_sha256"],
-                        "size": m["file_size"],
-                        "blob_path": m["file_blob_path"],
-                    }
-                )
+    for row in result:
+        m = row._mapping
+        item = by_id.get(m["id"])
+        if item is None:
+            item = {c.name: m[c.name] for c in items.c}
+            item["metadata"] = json.loads(item["metadata"] or "{}")
+            for key in ("dataset", "bucket_name", "bucket_path"):
+                item[key] = m[key]
+            item["total_file_count"] = int(m["total_file_count"])
+            item["total_file_size"] = int(m["total_file_size"])
+            item["files"] = []
+            by_id[m["id"]] = item
+            out.append(item)
+        if m["file_id"] is not None:
+            item["files"].append(
+                {
+                    "name": m["file_name"],
+                    "sha256": m["file_sha256"],
+                    "size": m["file_size"],
+                    "blob_path": m["file_blob_path"],
+                }
+            )
     return out
