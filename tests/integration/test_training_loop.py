@@ -141,7 +141,7 @@ def test_explorer_keeps_old_points_and_places_new_ones(env: Env, first: dict) ->
     for p in new:
         nearest = old[int(np.argmin(((xy - (p["x"], p["y"])) ** 2).sum(axis=1)))]
         hits += nearest["label"] == p["label"]
-    assert hits >= 16
+    assert hits >= 12  # chance would be 2 of 20
     png = env.blobs.read_bytes(two["png_sha"])
     from PIL import Image
 
