@@ -338,7 +338,8 @@ def test_failed_verification_names_sample_and_op_and_leaves_no_zip(
     [
         ("missing_model", "model file not found"),
         ("not_keras", "not a Keras model file"),
-        ("corrupt_keras", "not a readable Keras model"),
+        ("corrupt_keras", "not a Keras model file (expected a .keras zip archive"),
+        ("unreadable_keras", "not a readable Keras model"),
         ("bad_shape", "the model expects (N, 8, 8, 1)"),
         ("labels_mismatch", "3 labels (a, b, c) but the model outputs 10 values"),
         ("no_out_folder", "does not exist"),
@@ -364,6 +365,10 @@ def test_bad_input_errors(
     elif case == "corrupt_keras":
         (tmp_path / "bad.keras").write_bytes(b"not a zip")
         args["model"] = tmp_path / "bad.keras"
+    elif case == "unreadable_keras":  # a zip with the right member, but not a model in it
+        with zipfile.ZipFile(tmp_path / "bad.keras", "w") as zf:
+            zf.writestr("config.json", "{not json")
+        args["model"] = tmp_path / "bad.keras"
     elif case == "bad_shape":
         np.savez(tmp_path / "flat.npz", x=np.zeros((5, 64), "f4"))
         args["representative"] = tmp_path / "flat.npz"
@@ -377,4 +382,38 @@ def test_bad_input_errors(
     with pytest.raises(DeployError, match=None) as err:
         build_library(**args)
     assert expected in str(err.value)
+    assert "File not found" not in str(err.value)
     assert not (tmp_path / "lib.zip").exists()
+
+
+@pytest.mark.parametrize("model_type", ["int8", "float32"])
+def test_non_finite_weights_are_refused_with_the_layer_name(
+    tmp_path: Path, model_type: str
+) -> None:
+    """int8 used to fail on a float op / NaN multiplier, float32 to emit `nan.0f` for g++."""
+    keras = _keras()
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="features"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax", name="head"),
+        ]
+    )
+    weights = model.get_layer("features").get_weights()
+    weights[0][1, 1, 0, 2] = np.nan
+    model.get_layer("features").set_weights(weights)
+    model.save(tmp_path / "nan.keras")
+    x = np.random.default_rng(0).normal(size=(30, 6, 6, 1)).astype("f4")
+    np.savez(tmp_path / "d.npz", x=x)
+    out = tmp_path / "out" / "lib.zip"
+    out.parent.mkdir()
+    with pytest.raises(DeployError) as err:
+        build_library(tmp_path / "nan.keras", tmp_path / "d.npz", "a,b,c", model_type, out)
+    msg = str(err.value)
+    assert msg.startswith(
+        f"--model {tmp_path / 'nan.keras'}: non-finite weights in layer 'features'"
+    )
+    assert "1 NaN and 0 infinite of 36 values" in msg
+    assert "head" not in msg  # only the layer that holds them
+    assert os.listdir(out.parent) == []

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgeloop.cli import build_parser, main
-from edgeloop.deploy import build, codegen, convert, lowering, memory_plan, quantization
+from edgeloop.deploy import build, codegen, convert, emission, lowering, memory_plan, quantization
 from edgeloop.deploy.lowering import Lowered
 from edgeloop.deploy.memory_plan import plan_memory
 from edgeloop.deploy.tflite_graph import Graph, Operator, Tensor
@@ -496,3 +497,77 @@ def test_add_in_place_falls_back_to_the_second_input() -> None:
     plan = plan_memory(Graph(t, ops, [0], [3]), lowered)
     assert plan.offsets[2] == plan.offsets[1]
     assert plan.offsets[3] == plan.offsets[0]  # input 0 dies at op 2: used first
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_float_weights_are_refused_with_tensor_and_operator(bad: float) -> None:
+    """float32 used to emit `nan.0f` (which g++ rejects) for a NaN weight."""
+    f32 = np.dtype("float32")
+    w = np.eye(4, dtype=np.float32)
+    w[1, 2] = bad
+    tensors = [
+        Tensor(0, "x", (1, 4), f32),
+        Tensor(1, "y", (1, 4), f32),
+        Tensor(2, "dense/kernel", (4, 4), f32, w),
+    ]
+    ops = [Operator(0, "FULLY_CONNECTED", [0, 2], [1], {"activation": "NONE"})]
+    with pytest.raises(DeployError) as err:
+        codegen.generate(Graph(tensors, ops, [0], [1]), "float32")
+    msg = str(err.value)
+    assert msg.startswith("operator #0 FULLY_CONNECTED: tensor 'dense/kernel' holds non-finite")
+    assert ("1 NaN" if np.isnan(bad) else "1 infinite") in msg
+
+
+def test_non_finite_int8_scale_is_a_deploy_error_naming_the_tensor() -> None:
+    """int8 used to raise `ValueError: cannot convert float NaN to integer`."""
+    i8 = np.dtype("int8")
+    one = np.zeros(1, np.int64)
+    tensors = [
+        Tensor(0, "x", (1, 4), i8, None, np.array([0.1], np.float32), one),
+        Tensor(1, "y", (1, 4), i8, None, np.array([0.2], np.float32), one),
+        Tensor(2, "dense/kernel", (4, 4), i8, np.eye(4, dtype=np.int8)),
+    ]
+    tensors[2].scales = np.array([np.nan], np.float32)
+    tensors[2].zero_points = one
+    ops = [Operator(0, "FULLY_CONNECTED", [0, 2], [1], {"activation": "NONE"})]
+    with pytest.raises(
+        DeployError, match=r"FULLY_CONNECTED: tensor 'dense/kernel' has a non-finite"
+    ):
+        codegen.generate(Graph(tensors, ops, [0], [1]), "int8")
+    tensors[2].scales = np.array([0.05], np.float32)  # the same graph, finite: it compiles
+    assert "el::fully_connected_s8(" in codegen.generate(Graph(tensors, ops, [0], [1]), "int8").cpp
+
+
+def test_emission_has_no_literal_for_nan() -> None:
+    assert emission.c_float(float("inf")) == emission.FLT_MAX
+    assert emission.c_float(6.0) == "6.0f"
+    with pytest.raises(ValueError, match="NaN"):
+        emission.c_float(float("nan"))
+
+
+def test_model_files_that_are_not_keras_models_by_content(tmp_path: Path) -> None:
+    """Random bytes named .keras used to be reported as "File not found"."""
+    rng = np.random.default_rng(0)
+    random_keras = tmp_path / "model.keras"
+    random_keras.write_bytes(rng.bytes(4096))
+    with pytest.raises(DeployError) as err:
+        convert.load_keras_model(random_keras)
+    msg = str(err.value)
+    assert msg.startswith(f"--model {random_keras}: not a Keras model file")
+    assert "expected a .keras zip archive holding config.json" in msg
+    assert "not a zip archive" in msg
+    assert "not found" not in msg.lower()
+
+    other_zip = tmp_path / "other.keras"
+    with zipfile.ZipFile(other_zip, "w") as zf:
+        zf.writestr("data.csv", "a,b\n")
+    with pytest.raises(DeployError, match=r"not a Keras model file .*holds no config\.json"):
+        convert.load_keras_model(other_zip)
+
+    random_h5 = tmp_path / "model.h5"
+    random_h5.write_bytes(rng.bytes(4096))
+    with pytest.raises(DeployError, match=r"model\.h5: not a Keras model file .*no HDF5 signature"):
+        convert.load_keras_model(random_h5)
+    with_user_block = tmp_path / "block.h5"  # the signature after a 512-byte user block
+    with_user_block.write_bytes(b"\0" * 512 + convert.HDF5_SIGNATURE + b"\0" * 64)
+    convert.check_model_file(with_user_block)

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,71 @@ def native_output_captured() -> Iterator[Captured]:
             cap.text = tmp.read().decode(errors="replace")
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+KERAS_ZIP_CONFIG = "config.json"
+
+
+def _is_hdf5(path: Path) -> bool:
+    """HDF5's signature, at offset 0 or after a user block (512, 1024, 2048, ... bytes)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        offset = 0
+        while offset + len(HDF5_SIGNATURE) <= size:
+            f.seek(offset)
+            if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else offset * 2
+    return False
+
+
+def check_model_file(p: Path) -> None:
+    """Refuse, before Keras reads it, a file that cannot be a Keras model (by its content)."""
+    if p.suffix == ".keras":
+        expected = f"expected a .keras zip archive holding {KERAS_ZIP_CONFIG} and the weights"
+        try:
+            with zipfile.ZipFile(p) as zf:
+                names = set(zf.namelist())
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise DeployError(
+                f"--model {p}: not a Keras model file ({expected}; "
+                f"this file is not a zip archive: {exc})"
+            ) from exc
+        if KERAS_ZIP_CONFIG not in names:
+            raise DeployError(
+                f"--model {p}: not a Keras model file ({expected}; this zip archive holds "
+                f"no {KERAS_ZIP_CONFIG})"
+            )
+    elif p.suffix == ".h5" and not _is_hdf5(p):
+        raise DeployError(
+            f"--model {p}: not a Keras model file (expected a legacy .h5 Keras model, "
+            "an HDF5 file; this file has no HDF5 signature)"
+        )
+
+
+def check_finite_weights(model: Any, path: str | Path) -> None:
+    """Refuse a model with NaN or infinite weights, naming the layers and weights that hold them.
+
+    Without this, an int8 conversion produces NaN quantization scales and a
+    float32 one constants that are not C++ numbers.
+    """
+    bad = []
+    for w in model.weights:
+        values = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        if not np.issubdtype(values.dtype, np.floating) or np.isfinite(values).all():
+            continue
+        weight = str(getattr(w, "path", None) or w.name)
+        layer = weight.split("/")[-2] if "/" in weight else weight
+        n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+        bad.append(
+            f"layer {layer!r} ({weight}: {n_nan} NaN and {n_inf} infinite of {values.size} values)"
+        )
+    if bad:
+        raise DeployError(
+            f"--model {path}: non-finite weights in {'; '.join(bad)}; a model can only be "
+            "deployed with finite weights (retrain it)"
+        )
+
+
 def load_keras_model(path: str | Path) -> Any:
     """Load a ``.keras`` (or legacy ``.h5``) model; DeployError says which file and why."""
     p = Path(path)
@@ -74,6 +140,7 @@ def load_keras_model(path: str | Path) -> Any:
             f"--model {p}: not a Keras model file (expected a .keras or .h5 file, "
             f"got {p.suffix or 'no extension'!r})"
         )
+    check_model_file(p)
     quiet_tensorflow()
     import keras
 
@@ -83,6 +150,7 @@ def load_keras_model(path: str | Path) -> Any:
         raise DeployError(f"--model {p}: not a readable Keras model ({exc})") from exc
     if not hasattr(model, "inputs") or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise DeployError(f"--model {p}: only models with one input and one output are supported")
+    check_finite_weights(model, p)
     return model
 
 
