@@ -12,9 +12,6 @@ from edgeloop.config.loader import (
 )
 from edgeloop.config.model import BlockStep, ImportStep, Pipeline, ProjectActionStep, Step
 
-# Transitional: the old ingest/sync.py imports this name; remove once it no longer does.
-S3ImportStep = ImportStep
-
 __all__ = [
     "BlockStep",
     "ConfigErrors",
