@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/combiner.py
+	$(BIN)/python bench/distributed.py
 
 clean:
 	rm -rf .airflow .airflow-distributed var
