@@ -309,7 +309,7 @@ def test_required_env_variable_missing(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_docker_command_mounts_and_rewrites_paths(tmp_path: Path, accel_csv: Path) -> None:
     from edgeloop.blocks.params import load_block_spec
-    from edgeloop.blocks.runner import _docker_command, _image_tag
+    from edgeloop.blocks.runtimes import _docker_command, _image_tag
 
     spec = load_block_spec(FIXTURES / "reference-style")
     out = tmp_path / "out"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgeloop.blocks.metadata import (
+    MAX_KEYS,
     MetadataUpdate,
     apply_metadata_update,
     is_check_key,
@@ -73,7 +74,10 @@ def test_is_check_key(key: str, is_check: bool) -> None:
 BAD = [
     ({"version": 2, "action": "add", "metadata": {}}, "$.version"),
     ({"version": 1, "action": "merge", "metadata": {}}, "$.action"),
-    ({"version": 1, "action": "add", "metadata": {"ei_check": 1}}, "$.metadata.ei_check"),
+    ({"version": 1, "action": "add", "metadata": {"ei_check": [1]}}, "$.metadata.ei_check"),
+    ({"version": 1, "action": "add", "metadata": {"plot": {"x": 1}}}, "$.metadata.plot"),
+    ({"version": 1, "action": "add", "metadata": {"a b": [], "c": "d"}}, "$.metadata['a b']"),
+    ({"version": 1, "action": "add", "metadata": {"": "x"}}, "$.metadata"),
     ({"version": 1, "action": "add"}, "metadata"),
     ({"version": 1, "action": "add", "metadata": {}, "extra": 1}, "extra"),
     ({"version": 1, "action": "add", "metadata": []}, "$.metadata"),
@@ -108,3 +112,57 @@ def test_write_refuses_invalid(tmp_path) -> None:
     with pytest.raises(ConfigError):
         write_metadata_update(tmp_path, "add", {"n": 1})  # type: ignore[dict-item]
     assert not (tmp_path / "ei-metadata.json").exists()
+
+
+def test_public_block_echo_is_accepted() -> None:
+    """What the reference platform's public blocks write: the whole --metadata object
+    echoed back (dataItemInfo included) with checks as numbers."""
+    doc = {
+        "version": 1,
+        "action": "add",
+        "metadata": {
+            "subject": "AMS_001",
+            "dataItemInfo": {"id": 7, "name": "AMS_001", "totalFileCount": 4},
+            "ei_check_files_present": 1,
+            "ei_check": 0,
+            "hr_correlation": 0.91,
+            "large": 1e21,
+            "normalized": True,
+            "flagged": False,
+            "note": None,
+        },
+    }
+    update = parse_metadata_update(doc, source="out/ei-metadata.json")
+    assert update.metadata == {
+        "subject": "AMS_001",
+        "ei_check_files_present": "1",
+        "ei_check": "0",
+        "hr_correlation": "0.91",
+        "large": "1e+21",
+        "normalized": "1",
+        "flagged": "0",
+        "note": "",
+    }
+
+
+@pytest.mark.parametrize("item_info", [{"id": 1}, "x", [1, 2], None, 3])
+def test_echoed_data_item_info_is_ignored_whatever_its_form(item_info: object) -> None:
+    doc = {"version": 1, "action": "replace", "metadata": {"dataItemInfo": item_info, "a": "b"}}
+    assert parse_metadata_update(doc, source="m").metadata == {"a": "b"}
+
+
+def test_too_many_keys_refused_before_validation() -> None:
+    doc = {"version": 1, "action": "add", "metadata": {f"k{i}": "v" for i in range(MAX_KEYS + 1)}}
+    with pytest.raises(ConfigError, match=rf"m: \$.metadata: more than {MAX_KEYS} keys"):
+        parse_metadata_update(doc, source="m")
+    doc["metadata"].popitem()
+    assert len(parse_metadata_update(doc, source="m").metadata) == MAX_KEYS
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_not_json(tmp_path, constant: str) -> None:
+    (tmp_path / "ei-metadata.json").write_text(
+        '{"version": 1, "action": "add", "metadata": {"x": ' + constant + "}}"
+    )
+    with pytest.raises(ConfigError, match=f"not valid JSON: {constant} is not JSON"):
+        read_metadata_update(tmp_path)

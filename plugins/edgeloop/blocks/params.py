@@ -14,7 +14,6 @@ variable named after ``param``, upper-cased with ``-`` turned into ``_``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -23,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeloop.blocks._jsonfile import read_json_file
 from edgeloop.blocks._schemas import validate
 from edgeloop.errors import ConfigError
 
 OPERATES_ON = ("file", "directory", "standalone")
+MAX_PARAMETERS_BYTES = 1024 * 1024
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -96,14 +97,9 @@ def load_block_spec(block_dir: str | Path) -> BlockSpec:
     if not directory.is_dir():
         raise ConfigError("block folder not found", file=str(directory))
     path = directory / "parameters.json"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return BlockSpec(directory, directory.name, None, (), False, (), None, (), True)
-    try:
-        doc: Any = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", file=str(path)
-        ) from exc
+    doc: Any = read_json_file(path, max_bytes=MAX_PARAMETERS_BYTES)
     validate(doc, "block-parameters.schema.json", file=str(path))
 
     legacy = isinstance(doc, list)

@@ -1,59 +1,35 @@
-"""Run a transformation block folder on one input, locally or in Docker.
+"""Run a transformation block folder once, on one input: ``run_block``.
 
-``run_block`` is a plain function (the Airflow operator that maps blocks over
-catalog items wraps it). It checks the parameters, starts the block with the
-reference platform's command line and environment, streams its output line by
-line to the log, enforces a time limit, and applies the ``ei-metadata.json``
-the block leaves to the item's metadata.
-
-Runtimes:
-
-- ``local``: the Dockerfile's exec-form ENTRYPOINT (plus CMD) runs with the
-  block folder as working directory, in a virtualenv built from the block's
-  requirements.txt by uv (``uv venv --system-site-packages`` + ``uv pip
-  install``), cached under ``$EDGELOOP_BLOCK_VENVS`` (default
-  ``$EDGELOOP_HOME/block-venvs``, else ``~/.cache/edgeloop/block-venvs``) by a
-  hash of requirements.txt and the Python version, so it is built once and
-  reused while the file is unchanged; bytecode is cached in ``pycache/`` there
-  (PYTHONPYCACHEPREFIX). Without requirements.txt the block runs
-  in the project's own environment; without a Dockerfile, ``transform.py`` runs
-  as ``python3 -u transform.py``.
-- ``docker``: ``docker build`` the folder and ``docker run`` the image with the
-  input and output mounted; fails with a clear message when no Docker engine is
-  reachable.
+``run_block`` is a plain function (a pipeline step that maps a block over catalog items
+would wrap it; no such step exists yet). It checks the parameters and the input
+against the block's parameters.json, starts the block with the reference platform's
+command line and environment (edgeloop.blocks.runtimes: ``local`` venv or ``docker``),
+streams its output to the log with secrets masked, enforces a hard time limit and kills
+whatever the block left running (edgeloop.blocks.process), then collects the outputs
+from inside the out-directory only (edgeloop.blocks.outputs) and applies the
+``ei-metadata.json`` the block left to the item's metadata.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import hashlib
 import json
 import logging
 import os
-import re
 import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeloop.blocks.masking import SecretMask, shown_command
 from edgeloop.blocks.metadata import (
-    FILE_NAME as METADATA_FILE,
-)
-from edgeloop.blocks.metadata import (
+    ITEM_INFO_KEY,
     MetadataUpdate,
     apply_metadata_update,
     read_metadata_update,
 )
+from edgeloop.blocks.outputs import BlockOutputError, collect_outputs, read_item_metadata
 from edgeloop.blocks.params import (
     BlockSpec,
     Scalar,
@@ -61,37 +37,37 @@ from edgeloop.blocks.params import (
     load_block_spec,
     resolve_values,
 )
-from edgeloop.errors import BlockError, ConfigError
+from edgeloop.blocks.process import BlockFailed, BlockTimeout, run_process
+from edgeloop.blocks.runtimes import (
+    RUNTIMES,
+    DockerUnavailable,
+    block_command,
+    docker_launch,
+    docker_unavailable_reason,
+    local_launch,
+)
+from edgeloop.blocks.venvs import ensure_venv
+from edgeloop.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_TIME_LIMIT",
+    "BlockFailed",
+    "BlockOutputError",
+    "BlockResult",
+    "BlockTimeout",
+    "DockerUnavailable",
+    "block_command",
+    "block_environment",
+    "docker_unavailable_reason",
+    "ensure_venv",
+    "run_block",
+]
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("local", "docker")
 DEFAULT_TIME_LIMIT = 3600.0
-TAIL_LINES = 30
 NO_RUN_YET = "1970-01-01T00:00:00.000Z"
-_PYTHON_RE = re.compile(r"^python(3(\.\d+)?)?$")
-
-
-class BlockFailed(BlockError):
-    """The block exited with a non-zero code."""
-
-    def __init__(self, message: str, *, exit_code: int, tail: Sequence[str]) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.tail = tuple(tail)
-
-
-class BlockTimeout(BlockError):
-    """The block ran past its time limit and was stopped."""
-
-    def __init__(self, message: str, *, time_limit: float, tail: Sequence[str]) -> None:
-        super().__init__(message)
-        self.time_limit = time_limit
-        self.tail = tuple(tail)
-
-
-class DockerUnavailable(BlockError):
-    """The docker runtime was asked for but no Docker engine is reachable."""
+API_KEY_VARIABLE = "EI_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -100,7 +76,7 @@ class BlockResult:
     runtime: str
     exit_code: int
     seconds: float
-    command: tuple[str, ...]
+    command: tuple[str, ...]  # as logged: the HMAC key and secrets masked
     metadata: dict[str, str]  # the item's metadata after the block's ei-metadata.json
     update: MetadataUpdate | None
     # Standalone blocks that write one folder per item may leave
@@ -111,226 +87,6 @@ class BlockResult:
     venv: Path | None = None
 
 
-# --------------------------------------------------------------------------- entrypoint
-
-
-def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with line continuations joined."""
-    out: list[tuple[str, str]] = []
-    buf = ""
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not buf and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            buf += line[:-1] + " "
-            continue
-        buf += line
-        parts = buf.split(None, 1)
-        if parts:
-            out.append((parts[0].upper(), parts[1] if len(parts) > 1 else ""))
-        buf = ""
-    return out
-
-
-def _exec_form(dockerfile: Path, instruction: str, text: str) -> list[str]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError(
-            f"{instruction} must be in exec form",
-            file=str(dockerfile),
-            path=instruction,
-            expected='a JSON list such as ["python3", "-u", "transform.py"]',
-            value=text,
-        )
-    return value
-
-
-def block_command(block_dir: Path) -> list[str]:
-    """How the block starts: the Dockerfile's ENTRYPOINT (+ CMD), or transform.py."""
-    dockerfile = block_dir / "Dockerfile"
-    if dockerfile.exists():
-        entrypoint: list[str] = []
-        cmd: list[str] = []
-        for instruction, args in _dockerfile_instructions(dockerfile):
-            if instruction == "ENTRYPOINT":
-                entrypoint = _exec_form(dockerfile, instruction, args)
-            elif instruction == "CMD":
-                cmd = _exec_form(dockerfile, instruction, args)
-        if not entrypoint:
-            raise ConfigError(
-                "no ENTRYPOINT",
-                file=str(dockerfile),
-                expected='ENTRYPOINT ["python3", "-u", "transform.py"]',
-                value=None,
-            )
-        return entrypoint + cmd
-    if (block_dir / "transform.py").exists():
-        return ["python3", "-u", "transform.py"]
-    raise BlockError(
-        f"{block_dir}: neither a Dockerfile nor a transform.py: cannot tell how the block starts"
-    )
-
-
-# --------------------------------------------------------------------------- venvs
-
-
-def venv_root() -> Path:
-    """Where block virtualenvs are cached."""
-    from edgeloop.settings import get_settings
-
-    return get_settings().block_venvs
-
-
-def _uv() -> str | None:
-    beside = Path(sys.executable).with_name("uv")
-    if beside.exists():
-        return str(beside)
-    return shutil.which("uv")
-
-
-def _run_quiet(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-TAIL_LINES:])
-        raise BlockError(f"{what} failed (exit code {proc.returncode}): {shlex.join(cmd)}\n{tail}")
-
-
-def ensure_venv(requirements: Path, root: Path | None = None) -> tuple[Path, bool]:
-    """The virtualenv for `requirements`, built if needed. Returns (path, built_now).
-
-    Keyed by sha256 of the file's bytes and the interpreter version, built
-    under a file lock (two tasks needing the same venv build it once), marked
-    complete only after the install succeeded.
-    """
-    root = root or venv_root()
-    content = requirements.read_bytes()
-    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
-    digest = hashlib.sha256(content + tag.encode()).hexdigest()[:16]
-    venv = root / f"{tag}-{digest}"
-    marker = venv / ".edgeloop-complete"
-    if marker.exists():
-        return venv, False
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{tag}-{digest}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
-            return venv, False
-        if venv.exists():
-            shutil.rmtree(venv)
-        started = time.monotonic()
-        uv = _uv()
-        python = venv / "bin" / "python"
-        what = f"building the virtualenv for {requirements}"
-        if uv:
-            _run_quiet(
-                [
-                    uv,
-                    "venv",
-                    "--quiet",
-                    "--system-site-packages",
-                    "--python",
-                    sys.executable,
-                    str(venv),
-                ],
-                what,
-            )
-            _run_quiet(
-                [uv, "pip", "install", "--quiet", "--python", str(python), "-r", str(requirements)],
-                what,
-            )
-        else:
-            _run_quiet([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], what)
-            _run_quiet(
-                [
-                    str(python),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                    str(requirements),
-                ],
-                what,
-            )
-        (venv / "requirements.txt").write_bytes(content)
-        marker.write_text(f"{requirements}\n", encoding="utf-8")
-        log.info(
-            "built block virtualenv %s for %s in %.1f s",
-            venv,
-            requirements,
-            time.monotonic() - started,
-        )
-    return venv, True
-
-
-# --------------------------------------------------------------------------- process
-
-
-def _stream(
-    cmd: Sequence[str],
-    *,
-    cwd: Path | None,
-    env: Mapping[str, str],
-    time_limit: float,
-    label: str,
-    on_line: Callable[[str], None] | None,
-    on_timeout: Callable[[], None] | None = None,
-) -> tuple[int, list[str], bool]:
-    """Run `cmd`, logging each output line; returns (exit code, last lines, timed out)."""
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    proc = subprocess.Popen(
-        list(cmd),
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def pump() -> None:
-        assert proc.stdout is not None  # set by stdout=PIPE
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            tail.append(line)
-            log.info("%s | %s", label, line)
-            if on_line is not None:
-                on_line(line)
-
-    reader = threading.Thread(target=pump, name=f"block-output-{label}", daemon=True)
-    reader.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=time_limit)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        log.warning("%s ran past its time limit of %g s: stopping it", label, time_limit)
-        if on_timeout is not None:
-            on_timeout()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    finally:
-        if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): do not leak the block
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    reader.join(timeout=5)
-    if proc.stdout is not None:
-        proc.stdout.close()
-    return proc.returncode, list(tail), timed_out
-
-
 def block_environment(
     *, last_successful_run: str | None = None, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -338,7 +94,7 @@ def block_environment(
     get = os.environ.get
     env = {
         "EI_API_ENDPOINT": get("EDGELOOP_API_ENDPOINT", "http://localhost:8080/edgeloop/api/v1"),
-        "EI_API_KEY": get("EDGELOOP_API_KEY", ""),
+        API_KEY_VARIABLE: get("EDGELOOP_API_KEY", ""),
         "EI_ORGANIZATION_ID": get("EDGELOOP_ORGANIZATION_ID", "1"),
         "EI_INGESTION_HOST": get("EDGELOOP_INGESTION_HOST", "localhost"),
         "EI_LAST_SUCCESSFUL_RUN": last_successful_run or NO_RUN_YET,
@@ -363,68 +119,6 @@ def _data_item_info(in_path: Path | None) -> dict[str, object]:
         "totalFileCount": len(files),
         "totalFileSize": sum(p.stat().st_size for p in files),
     }
-
-
-# --------------------------------------------------------------------------- docker
-
-
-def docker_unavailable_reason() -> str | None:
-    """None when a Docker engine answers; otherwise why not."""
-    exe = shutil.which("docker")
-    if exe is None:
-        return "the docker client is not installed"
-    try:
-        proc = subprocess.run(
-            [exe, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return "`docker info` did not answer within 30 s"
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        return lines[-1] if lines else f"`docker info` exited with code {proc.returncode}"
-    return None
-
-
-def _image_tag(spec: BlockSpec) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in spec.directory.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(spec.directory)).encode() + b"\0" + path.read_bytes())
-    slug = re.sub(r"[^a-z0-9_.-]+", "-", spec.directory.name.lower()).strip("-.") or "block"
-    return f"edgeloop-block-{slug}:{digest.hexdigest()[:12]}"
-
-
-def _docker_command(
-    spec: BlockSpec,
-    argv: Sequence[str],
-    *,
-    in_path: Path | None,
-    out_dir: Path,
-    env: Mapping[str, str],
-    container: str,
-) -> list[str]:
-    """`docker run` with the input (read-only) and output mounted; paths rewritten."""
-    cmd = ["docker", "run", "--rm", "--name", container, "--user", f"{os.getuid()}:{os.getgid()}"]
-    mapping: dict[str, str] = {str(out_dir): "/data/out"}
-    cmd += ["-v", f"{out_dir}:/data/out"]
-    if in_path is not None:
-        if in_path.is_file():
-            cmd += ["-v", f"{in_path.parent}:/data/in:ro"]
-            mapping[str(in_path)] = f"/data/in/{in_path.name}"
-        else:
-            cmd += ["-v", f"{in_path}:/data/in:ro"]
-            mapping[str(in_path)] = "/data/in"
-    for name in env:
-        cmd += ["-e", name]  # value comes from the client's environment: secrets stay off argv
-    cmd.append(_image_tag(spec))
-    cmd += [mapping.get(a, a) for a in argv]
-    return cmd
-
-
-# --------------------------------------------------------------------------- run
 
 
 # operatesOn -> (the input it takes, the error when it is not given, the expected form)
@@ -479,9 +173,10 @@ def run_block(
 ) -> BlockResult:
     """Run the block in `block_dir` once and return the item's resulting metadata.
 
-    Raises ConfigError for a malformed parameters.json / ei-metadata.json or a
-    bad parameter value (before anything starts), BlockFailed on a non-zero
-    exit, BlockTimeout past the time limit, DockerUnavailable without an engine.
+    Raises ConfigError for a malformed parameters.json / ei-metadata.json or a bad
+    parameter value (before anything starts), BlockFailed on a non-zero exit,
+    BlockTimeout past the time limit, DockerUnavailable without an engine,
+    BlockOutputError for a symlink leaving the out-directory.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(
@@ -497,9 +192,9 @@ def run_block(
     operates_on = spec.operates_on or given or "standalone"
     _check_input(spec, operates_on, given, in_path)
 
-    item_metadata = {k: str(v) for k, v in (metadata or {}).items() if k != "dataItemInfo"}
+    item_metadata = {k: str(v) for k, v in (metadata or {}).items() if k != ITEM_INFO_KEY}
     metadata_json = json.dumps(
-        {**item_metadata, "dataItemInfo": dict(item_info or _data_item_info(in_path))}
+        {**item_metadata, ITEM_INFO_KEY: dict(item_info or _data_item_info(in_path))}
     )
     values = resolve_values(spec, params)
     out_dir = Path(out_directory).resolve()
@@ -515,7 +210,7 @@ def run_block(
         extra_args=extra_args,
     )
     block_env = block_environment(last_successful_run=last_successful_run, extra=env)
-    block_env.update(invocation.env)
+    block_env.update(invocation.env)  # the secret parameters
     missing = [
         v for v in spec.required_env_variables if not (block_env.get(v) or os.environ.get(v))
     ]
@@ -527,80 +222,26 @@ def run_block(
             expected="set in the environment",
             value=missing,
         )
+    mask = SecretMask([*invocation.env.values(), block_env[API_KEY_VARIABLE], hmac_key])
     limit = float(time_limit or spec.time_limit or DEFAULT_TIME_LIMIT)
-    entry = block_command(block_path)
+    venvs_path = Path(venvs) if venvs else None
 
-    venv: Path | None = None
     started = time.monotonic()
-    on_timeout: Callable[[], None] | None = None
     if runtime == "docker":
-        reason = docker_unavailable_reason()
-        if reason is not None:
-            raise DockerUnavailable(
-                f"runtime 'docker' for block {label!r}: no Docker engine is reachable "
-                f"({reason}); start a Docker engine or use --runtime local"
-            )
-        tag = _image_tag(spec)
-        rc, tail, _ = _stream(
-            ["docker", "build", "-t", tag, str(block_path)],
-            cwd=None,
-            env=os.environ,
-            time_limit=limit,
-            label=f"{label} build",
-            on_line=on_line,
-        )
-        if rc != 0:
-            raise BlockFailed(
-                f"docker build of block {label!r} failed with exit code {rc}; "
-                "last lines:\n" + "\n".join(tail),
-                exit_code=rc,
-                tail=tail,
-            )
-        container = f"edgeloop-{uuid.uuid4().hex[:12]}"
-        command = _docker_command(
+        launch = docker_launch(
             spec,
             invocation.argv,
+            block_env,
             in_path=in_path,
             out_dir=out_dir,
-            env=block_env,
-            container=container,
+            time_limit=limit,
+            on_line=on_line,
+            mask=mask,
         )
-        proc_env = {**os.environ, **block_env}
-        cwd: Path | None = None
-
-        def on_timeout() -> None:
-            subprocess.run(["docker", "kill", container], capture_output=True, check=False)
     else:
-        requirements = block_path / "requirements.txt"
-        if requirements.exists():
-            venv, _ = ensure_venv(requirements, Path(venvs) if venvs else None)
-            bindir = venv / "bin"
-        else:
-            bindir = Path(sys.executable).parent
-        proc_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-        proc_env.update(block_env)
-        proc_env["PATH"] = f"{bindir}{os.pathsep}{proc_env.get('PATH', '')}"
-        proc_env["PYTHONUNBUFFERED"] = "1"
-        # Bytecode goes to a cache beside the venvs, never into a source tree: without it
-        # (PYTHONDONTWRITEBYTECODE) every block start recompiles pandas/scipy/GE (~10 s).
-        proc_env.pop("PYTHONDONTWRITEBYTECODE", None)
-        proc_env.setdefault(
-            "PYTHONPYCACHEPREFIX", str((Path(venvs) if venvs else venv_root()) / "pycache")
-        )
-        proc_env.setdefault("MPLBACKEND", "Agg")
-        if venv is not None:
-            proc_env["VIRTUAL_ENV"] = str(venv)
-        else:
-            proc_env.pop("VIRTUAL_ENV", None)
-        exe = entry[0]
-        if _PYTHON_RE.match(Path(exe).name):
-            exe = str(bindir / "python") if venv is not None else sys.executable
-        elif "/" not in exe:
-            exe = shutil.which(exe, path=proc_env["PATH"]) or exe
-        command = [exe, *entry[1:], *invocation.argv]
-        cwd = block_path
+        launch = local_launch(block_path, invocation.argv, block_env, venvs=venvs_path)
 
-    shown = list(command)  # secrets travel in the environment, never on the command line
+    shown = shown_command(launch.command, mask)
     log.info(
         "running block %s (%s runtime, operatesOn %s, time limit %g s): %s",
         label,
@@ -609,45 +250,37 @@ def run_block(
         limit,
         shlex.join(shown),
     )
-    rc, tail, timed_out = _stream(
-        command,
-        cwd=cwd,
-        env=proc_env,
+    proc = run_process(
+        launch.command,
+        cwd=launch.cwd,
+        env=launch.env,
         time_limit=limit,
         label=label,
         on_line=on_line,
-        on_timeout=on_timeout,
+        on_timeout=launch.on_timeout,
+        mask=mask,
     )
     seconds = time.monotonic() - started
-    last = "\n".join(tail) if tail else "(no output)"
-    if timed_out:
+    last = "\n".join(proc.tail) if proc.tail else "(no output)"
+    if proc.timed_out:
         raise BlockTimeout(
             f"block {label!r} ran past its time limit of {limit:g} s and was "
             f"stopped; last lines of output:\n{last}",
             time_limit=limit,
-            tail=tail,
+            tail=proc.tail,
         )
-    if rc != 0:
+    if proc.exit_code != 0:
         raise BlockFailed(
-            f"block {label!r} failed with exit code {rc}; last lines of output:\n{last}",
-            exit_code=rc,
-            tail=tail,
+            f"block {label!r} failed with exit code {proc.exit_code}; "
+            f"last lines of output:\n{last}",
+            exit_code=proc.exit_code,
+            tail=proc.tail,
         )
 
+    outputs = collect_outputs(out_dir)  # first: refuses links leaving the out-directory
     update = read_metadata_update(out_dir)
     final = apply_metadata_update(item_metadata, update) if update else dict(item_metadata)
-    per_item: dict[str, dict[str, str]] = {}
-    for sub in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        sub_update = read_metadata_update(sub)
-        if sub_update is not None:
-            per_item[sub.name] = apply_metadata_update({}, sub_update)
-    outputs = tuple(
-        sorted(
-            str(p.relative_to(out_dir))
-            for p in out_dir.rglob("*")
-            if p.is_file() and p.name != METADATA_FILE
-        )
-    )
+    per_item = read_item_metadata(out_dir)
     log.info(
         "block %s finished in %.1f s: %d output files, metadata action %s",
         label,
@@ -658,13 +291,13 @@ def run_block(
     return BlockResult(
         block=label,
         runtime=runtime,
-        exit_code=rc,
+        exit_code=proc.exit_code,
         seconds=seconds,
-        command=tuple(shown),
+        command=shown,
         metadata=final,
         update=update,
         item_metadata=per_item,
         outputs=outputs,
-        output_tail=tuple(tail),
-        venv=venv,
+        output_tail=proc.tail,
+        venv=launch.venv,
     )
