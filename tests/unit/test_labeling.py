@@ -4,7 +4,8 @@ import hashlib
 
 import pytest
 
-from edgeloop.ingest.labeling import infer_label, split
+from edgeloop.ingest.label import id_like_labels
+from edgeloop.ingest.labeling import clean_label, infer_label, split
 
 FOLDER = "infer-from-folder-name"
 FILE = "infer-from-file-name"
@@ -81,3 +82,48 @@ def test_split_in_batches_stays_near_ratio_and_never_moves() -> None:
         placed.update(new)
     testing = sum(1 for c in placed.values() if c == "testing")
     assert abs(testing / 500 - 0.20) <= 0.02
+
+
+@pytest.mark.parametrize(
+    ("key", "strategy", "label"),
+    [
+        ("../escape.png", FOLDER, None),
+        ("./x.png", FOLDER, None),
+        ("/etc/passwd.png", FOLDER, None),
+        ("training/../x.png", FOLDER, None),
+        ("tab\tcar/x.png", FOLDER, "tabcar"),
+        ("new\nline/x.png", FOLDER, "newline"),
+        (" spaced /x.png", FOLDER, "spaced"),
+        ("back\\slash/x.png", FOLDER, "back_slash"),
+        ("\x00\x07/x.png", FOLDER, None),
+        ("zero\u200bwidth/x.png", FOLDER, "zerowidth"),
+        ("cars//a.png", FOLDER, "cars"),
+        ("../escape.png", FILE, "escape"),
+        ("a/..png", FILE, None),
+        ("a/ .png", FILE, None),
+        ("a/bell\x07.png", FILE, "bell"),
+        ("a/..\\..\\x.png", FILE, None),
+    ],
+)
+def test_hostile_keys_give_safe_labels(key: str, strategy: str, label: str | None) -> None:
+    got, _ = infer_label(key, strategy)
+    assert got == label
+    if got is not None:
+        assert got not in ("", ".", "..") and got == got.strip()
+        assert not any(c in got for c in "/\\") and all(c.isprintable() for c in got)
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"),
+    [(None, None), ("", None), (".", None), ("..", None), (" .. ", None), ("ok", "ok")],
+)
+def test_clean_label(raw: str | None, label: str | None) -> None:
+    assert clean_label(raw) == label
+
+
+def test_labels_like_file_ids_warn_and_classes_do_not() -> None:
+    ids = {f"cat_{i:04d}": 1 for i in range(600)}
+    warning = id_like_labels(ids, FILE)
+    assert warning and "600 of 600 labels hold a single item" in warning
+    assert id_like_labels({"cat": 300, "dog": 300}, FILE) is None
+    assert id_like_labels({f"x{i}": 1 for i in range(5)}, FILE) is None  # too few to tell
