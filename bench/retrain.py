@@ -13,6 +13,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-label", type=int, default=150)
     parser.add_argument("--explorer-items", type=int, default=5000)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="edgeloop-bench-retrain-"))
@@ -95,12 +97,14 @@ def main() -> int:
     t0 = time.monotonic()
     ex = refresh_explorer("explorer", impulse=impulse, catalog=catalog, blobs=blobs)
     explorer_s = time.monotonic() - t0
-    print(f"explorer: {ex['points']} points in {explorer_s:.2f} s, png {ex['png']}")
+    print(f"explorer: {ex['points']} points in {explorer_s:.2f} s ({ex['png']})")
 
     print(f"retrain_s={retrain_s:.2f}")
     print(f"keras_s={keras_s:.2f}")
     print(f"retrain_vs_keras={retrain_s / keras_s:.2f}")
     print(f"explorer_5k_s={explorer_s:.2f}")
+    if not args.keep:
+        shutil.rmtree(home, ignore_errors=True)
     return 0
 
 
