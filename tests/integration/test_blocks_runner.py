@@ -75,17 +75,24 @@ def test_reference_style_block_runs_unmodified(
     assert float(rows[1]) == 0.0
     # the block does not declare --hmac-key: parse_known_args leaves it with the extras
     assert result.metadata.pop("extra") == "--hmac-key  --unknown-to-the-block 7"
+    # The block echoes --metadata back (dataItemInfo ignored) with numbers and booleans
+    # as values: stored as strings ("1", "250", "1.0", true -> "1").
+    written = json.loads((out / "ei-metadata.json").read_text())["metadata"]
+    assert written["dataItemInfo"]["name"] == "walk.csv"
+    assert written["ei_check_files_present"] == 1 and written["token_seen"] is True
     assert result.metadata == {
         "subject": "AMS_001",
         "ei_check": "1",
         "axis": "y",
         "normalized": "1",
         "window_length": "250",
+        "peak": "1.0",
         "subject_seen": "AMS_001",
         "item_name": "walk.csv",
         "org": "42",
         "last_run": "2026-11-01T00:00:00.000Z",
         "token_seen": "1",
+        "ei_check_files_present": "1",
     }
     assert "in file" in " ".join(lines)  # output was streamed line by line
     assert result.venv is not None and result.venv.parent == venvs
@@ -250,6 +257,8 @@ def test_cli_prints_final_metadata(
     )
     assert args.handler(args) == 0
     doc = json.loads(capsys.readouterr().out)
+    assert "dataItemInfo" not in doc["metadata"]
+    assert doc["metadata"]["ei_check_files_present"] == "1"
     assert doc["metadata"]["axis"] == "z"
     assert doc["metadata"]["subject"] == "S1"
     assert doc["metadata"]["normalized"] == "0"
@@ -336,3 +345,16 @@ def test_docker_command_mounts_and_rewrites_paths(tmp_path: Path, accel_csv: Pat
         "--axis",
         "x",
     ]
+
+
+def test_cli_metadata_scalars_become_strings_and_objects_are_refused(tmp_path: Path) -> None:
+    meta = block_cli._parse_metadata(
+        '{"a": 1, "b": true, "c": null, "d": "x", "dataItemInfo": {"id": 3}}'
+    )
+    assert meta == {"a": "1", "b": "1", "c": "", "d": "x"}
+    with pytest.raises(ConfigError, match=r"--metadata: \$.e: not a scalar"):
+        block_cli._parse_metadata('{"e": [1]}')
+    path = tmp_path / "meta.json"
+    path.write_text('{"f": {"g": 1}}')
+    with pytest.raises(ConfigError, match=rf"{path}: \$.f: not a scalar"):
+        block_cli._parse_metadata(f"@{path}")

@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
         "--metadata",
         metavar="JSON",
         default="{}",
-        help="the item's metadata as a JSON object (string values), or @FILE",
+        help="the item's metadata as a JSON object (scalar values), or @FILE",
     )
     run.add_argument(
         "--param",
@@ -58,6 +58,8 @@ def register(subparsers: Any) -> None:
 
 
 def _parse_metadata(text: str) -> dict[str, str]:
+    from edgeloop.blocks.metadata import ITEM_INFO_KEY, value_text
+
     source = "--metadata"
     if text.startswith("@"):
         source = text[1:]
@@ -72,10 +74,11 @@ def _parse_metadata(text: str) -> dict[str, str]:
         raise ConfigError(f"not valid JSON: {exc.msg}", path=source, value=text) from exc
     if not isinstance(value, dict):
         raise ConfigError("not a JSON object", path=source, expected="{...}", value=value)
+    # as in ei-metadata.json: scalars stored as strings, dataItemInfo ignored
     return {
-        k: v if isinstance(v, str) else json.dumps(v)
+        k: value_text(v, file=None, path=f"{source}: $.{k}")
         for k, v in value.items()
-        if k != "dataItemInfo"
+        if k != ITEM_INFO_KEY
     }
 
 
