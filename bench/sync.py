@@ -1,19 +1,25 @@
-"""Sync benchmark: edgeloop's S3 sync against `aws s3 sync` and a bare listing.
+"""Sync benchmark: edgeloop's S3 sync against `aws s3 sync`, rclone, a bare concurrent GET
+of every object and a bare listing.
 
 10,000 objects of 1 KB on the local S3-compatible server (moto, a real HTTP
 server process). Measured side by side in one run:
 
-- full sync: ``edgeloop.sync.sync_step`` into an empty catalog + blob store, vs
-  ``aws s3 sync`` of the same prefix to an empty local folder (awscli from PyPI,
-  its default settings);
-- no-change re-sync: ``sync_step`` again (everything unchanged), vs a bare
+- full sync: ``edgeloop.ingest.sync.sync_source`` into an empty catalog + blob
+  store, vs ``aws s3 sync`` of the same prefix to an empty local folder (awscli
+  from PyPI, its default settings), vs ``rclone copy`` (Debian's rclone, 16
+  transfers, ``force_path_style = true``), vs the physical floor: a bare
+  concurrent GET of every object with boto3 (16 threads, no hashing, no catalog);
+- no-change re-sync: ``sync_source`` again (everything unchanged), vs a bare
   paginated ListObjectsV2 of the prefix with boto3 (best of three each).
 
-The last two lines are machine-readable: ``sync_vs_awscli=R`` and
-``resync_vs_listing=R`` (our time divided by theirs; lower is better).
-Targets (issue 2): sync_vs_awscli <= 1.0, resync_vs_listing <= 1.5.
+The last four lines are machine-readable (our time divided by theirs; lower is
+better): ``sync_vs_awscli=R``, ``resync_vs_listing=R``, ``sync_vs_rclone=R``,
+``sync_vs_bare_get=R``. Targets: sync_vs_awscli <= 1.0, resync_vs_listing <= 1.5
+(issue 2), sync_vs_rclone <= 1.0, sync_vs_bare_get <= 1.15 (issue 7). Without
+rclone (``apt-get install rclone``) its line says so and ``sync_vs_rclone=n/a``.
 
-Options: ``--objects N``, ``--size BYTES``, ``--keep`` (keep the temp folder).
+Options: ``--objects N`` (or ``EDGELOOP_BENCH_OBJECTS``), ``--size BYTES``,
+``--keep`` (keep the temp folder).
 """
 
 from __future__ import annotations
@@ -42,10 +48,43 @@ def upload(client, n: int, size: int) -> None:
 
     def put(i: int) -> None:
         body = (f"{i:010d}".encode() + os.urandom(size))[:size]
-        client.put_object(Bucket=BUCKET, Key=f"{PREFIX}label-{i % 10}/{i:06d}.txt", Body=body)
+        client.put_object(Bucket=BUCKET, Key=f"{PREFIX}label-{i % 10}/{i:06d}.npy", Body=body)
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         list(pool.map(put, range(n)))
+
+
+def bare_get(client, keys: list[str], workers: int = 16) -> int:
+    """GET every object concurrently and drop the bytes: the floor of any full sync."""
+
+    def get(key: str) -> int:
+        body = client.get_object(Bucket=BUCKET, Key=key)["Body"]
+        n = 0
+        for chunk in body.iter_chunks(1 << 20):
+            n += len(chunk)
+        return n
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return sum(1 for _ in pool.map(get, keys))
+
+
+def rclone_copy(endpoint: str, dest: Path, work: Path) -> float | None:
+    """Seconds for `rclone copy` of the prefix (16 transfers), or None without rclone."""
+    exe = shutil.which("rclone")
+    if exe is None:
+        return None
+    conf = work / "rclone.conf"
+    conf.write_text(
+        "[bench]\ntype = s3\nprovider = Other\naccess_key_id = testing\n"
+        f"secret_access_key = testing\nendpoint = {endpoint}\nregion = us-east-1\n"
+        "force_path_style = true\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("CA_BUNDLE")}
+    env.pop("SSL_CERT_FILE", None)  # rclone refuses to start with a CA bundle variable set
+    argv = [exe, "--config", str(conf), "copy", f"bench:{BUCKET}/{PREFIX}", str(dest)]
+    t0 = time.perf_counter()
+    subprocess.run([*argv, "--transfers", "16", "--checkers", "16", "-q"], env=env, check=True)
+    return time.perf_counter() - t0
 
 
 def bare_listing(client) -> int:
@@ -63,7 +102,9 @@ def timed(func):  # -> (seconds, result)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=10_000)
+    parser.add_argument(
+        "--objects", type=int, default=int(os.environ.get("EDGELOOP_BENCH_OBJECTS", 10_000))
+    )
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -90,34 +131,11 @@ def main() -> int:
         from edgeloop.settings import get_settings
 
         upgrade(get_settings().catalog_url)
-        config = work / "pipelines" / "bench.json"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(
-            json.dumps(
-                {
-                    "id": "bench",
-                    "name": "sync benchmark",
-                    "project": "bench",
-                    "steps": [
-                        {
-                            "name": "import",
-                            "builtinTransformationBlock": {
-                                "type": "s3-to-project",
-                                "path": f"s3://{BUCKET}/{PREFIX}",
-                                "awsConnId": CONN_ID,
-                                "labelStrategy": "infer-from-folder-name",
-                            },
-                        }
-                    ],
-                }
-            )
-        )
+        from edgeloop.ingest.source import S3Source, SourceSpec
+        from edgeloop.ingest.sync import sync_source
 
-        from edgeloop.config import load_pipeline
-        from edgeloop.ingest.sync import s3_client, sync_step
+        spec = SourceSpec(scheme="s3", bucket=BUCKET, prefix=PREFIX, conn_id=CONN_ID)
 
-        pipeline = load_pipeline(config)
-        step = pipeline.steps[0]
         client = server.client()
         client.create_bucket(Bucket=BUCKET)
         print(
@@ -130,17 +148,17 @@ def main() -> int:
         print(f"setup: uploaded in {time.perf_counter() - t0:.1f} s", flush=True)
         # Task logs (one line per sync) would interleave with the figures: keep warnings only.
         logging.disable(logging.INFO)
-        s3_client(step)  # import boto3/the amazon provider once, outside the timings
+        _ = S3Source(spec).client  # import boto3/the amazon provider once, outside the timings
 
         # Full sync: ours, then aws s3 sync, each into empty destinations.
         t0 = time.perf_counter()
-        stats = sync_step(pipeline, step, run_id="bench-full")
+        stats = sync_source(spec, "bench", run_id="bench-full")
         ours_full = time.perf_counter() - t0
         if stats["new"] != args.objects or stats["failed"]:
             print(f"error: full sync did not import every object: {stats}", file=sys.stderr)
             return 1
         report(
-            f"full sync   edgeloop sync_step  : {ours_full:8.2f} s  "
+            f"full sync   edgeloop sync_source: {ours_full:8.2f} s  "
             f"({args.objects / ours_full:,.0f} objects/s; {json.dumps(stats)})"
         )
 
@@ -174,10 +192,35 @@ def main() -> int:
             f"({args.objects / aws_full:,.0f} objects/s)"
         )
 
+        rclone_s = rclone_copy(server.endpoint, work / "rclone", work)
+        if rclone_s is None:
+            report("full sync   rclone copy          :  missing (apt-get install rclone)")
+        else:
+            copied = sum(1 for p in (work / "rclone").rglob("*") if p.is_file())
+            if copied != args.objects:
+                print(f"error: rclone copied {copied} files", file=sys.stderr)
+                return 1
+            report(
+                f"full sync   rclone copy          : {rclone_s:8.2f} s  "
+                f"({args.objects / rclone_s:,.0f} objects/s; 16 transfers)"
+            )
+        keys = [
+            o["Key"]
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=BUCKET, Prefix=PREFIX
+            )
+            for o in page.get("Contents", ())
+        ]
+        bare_s, got = timed(lambda: bare_get(server.client(), keys))
+        report(
+            f"full sync   bare boto3 GETs      : {bare_s:8.2f} s  "
+            f"({got / bare_s:,.0f} objects/s; 16 threads, no hashing, no catalog)"
+        )
+
         # No-change re-sync vs a bare listing (best of three each, interleaved).
         resync_times, listing_times = [], []
         for i in range(3):
-            t, again = timed(lambda i=i: sync_step(pipeline, step, run_id=f"bench-re{i}"))
+            t, again = timed(lambda i=i: sync_source(spec, "bench", run_id=f"bench-re{i}"))
             if again["unchanged"] != args.objects or again["new"] or again["updated"]:
                 print(f"error: the re-sync changed something: {again}", file=sys.stderr)
                 return 1
@@ -189,7 +232,7 @@ def main() -> int:
             listing_times.append(t)
         ours_resync, listing = min(resync_times), min(listing_times)
         report(
-            f"re-sync     edgeloop sync_step  : {ours_resync:8.2f} s  (no change; best of 3: "
+            f"re-sync     edgeloop sync_source: {ours_resync:8.2f} s  (no change; best of 3: "
             + ", ".join(f"{t:.2f}" for t in resync_times)
             + ")"
         )
@@ -203,6 +246,8 @@ def main() -> int:
         print("\n".join(["", "results:", *figures]))
         print(f"sync_vs_awscli={ours_full / aws_full:.2f}")
         print(f"resync_vs_listing={ours_resync / listing:.2f}")
+        print(f"sync_vs_rclone={ours_full / rclone_s:.2f}" if rclone_s else "sync_vs_rclone=n/a")
+        print(f"sync_vs_bare_get={ours_full / bare_s:.2f}")
         return 0
     finally:
         server.stop()
