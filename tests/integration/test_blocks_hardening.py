@@ -347,3 +347,19 @@ def test_huge_line_without_newline_is_truncated(
         assert len(long) < MAX_LINE_BYTES + 100
     assert max(len(m) for m in caplog.messages) < MAX_LINE_BYTES + 200
     assert result.output_tail[1] == "after"
+
+
+@HANG
+def test_the_sweep_leaves_other_processes_alone(tmp_path: Path) -> None:
+    """Only the block's group and the processes carrying its run's marker are killed."""
+    import subprocess
+
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        block = make_block(tmp_path, GRANDCHILD_SETSID)
+        run_block(block, out_directory=tmp_path / "out", time_limit=60)
+        assert_all_gone(read_pids(tmp_path / "out" / "pids"))
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
