@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -31,9 +30,6 @@ from edgeloop.catalog.tables import files, items, now, source_objects
 from edgeloop.errors import SourceError
 from edgeloop.ingest.source import Fetched, S3Source, SourceSpec, describe
 from edgeloop.storage.blobs import BlobStore
-
-if TYPE_CHECKING:
-    from edgeloop.config import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +273,18 @@ class _Batch:
         )
 
 
+def record_objects(
+    conn: sa.Connection, dataset_id: int, spec: SourceSpec, fetched: list[Fetched]
+) -> tuple[Counter[str], list[tuple[Fetched, int]]]:
+    """Record objects already in the blob store exactly as the sync records a batch (same
+    dedup: ON CONFLICT per project; a key whose content changed is updated in place), in
+    the caller's transaction. Returns the counts and (object, the item holding its
+    content). Used by the uploads (ingestion API, device intake); ``spec`` needs only
+    ``uri``, ``prefix`` and ``url(key)``."""
+    batch = _Batch(conn, _Ledger(conn, dataset_id, spec.uri), dataset_id, spec)
+    return batch.record(fetched), batch.placed
+
+
 def _is_retryable(exc: BaseException) -> bool:
     """A PostgreSQL deadlock or serialization failure between concurrent runs."""
     orig = getattr(exc, "orig", None)
@@ -499,49 +507,3 @@ def sync_source(
             f"(the others are stored; re-run to retry): {shown}{more}"
         )
     return stats
-
-
-# --- Until the operators call sync_source/label_source/verify_source(spec) directly. ---
-
-
-def spec_from_step(step: Any) -> SourceSpec:
-    """A SourceSpec from the old config model's S3ImportStep."""
-    return SourceSpec(
-        scheme=getattr(step, "scheme", "s3"),
-        bucket=step.bucket,
-        prefix=step.prefix,
-        conn_id=step.aws_conn_id,
-        endpoint=step.endpoint,
-        region=step.region,
-        access_key=step.access_key,
-        secret_key_encrypted=step.secret_key_encrypted,
-        file_types=step.file_types,
-        concurrency=step.concurrency,
-    )
-
-
-def sync_step(pipeline: Pipeline, step: Any, *, run_id: str = "manual") -> dict[str, int]:
-    return sync_source(
-        spec_from_step(step),
-        pipeline.project,
-        run_id=run_id,
-        sync_deletions=step.sync_deletions,
-        file=pipeline.source_file,
-    )
-
-
-def label_step(pipeline: Pipeline, step: Any) -> dict[str, Any]:
-    from edgeloop.ingest.label import label_source
-
-    return label_source(
-        spec_from_step(step).uri,
-        pipeline.project,
-        strategy=step.label_strategy,
-        category=step.category,
-    )
-
-
-def verify_source(step: Any, *, file: str | None = None) -> dict[str, Any]:
-    from edgeloop.ingest.source import verify_source as verify
-
-    return verify(spec_from_step(step), file=file)
