@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgeloop.research.cli",
     "edgeloop.training.cli",
     "edgeloop.runs.cli",
+    "edgeloop.web.cli",
 )
 
 

@@ -182,3 +182,54 @@ versions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("dataset_id", "number", name="uq_versions_number"),
 )
+
+
+# -- web (migration 0004): API keys, the project's ingestion settings, upload portals ------
+# Secrets given to people (API keys, portal tokens) are stored as their sha256 only; the
+# HMAC key signs data and must be read back to check a signature, so it is stored as is.
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),  # shown in listings
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+ingest_settings = sa.Table(
+    "ingest_settings",
+    metadata,
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), primary_key=True),
+    sa.Column("hmac_key", sa.String(128), nullable=False),
+    sa.Column("device_threshold", sa.Float, nullable=False, default=0.8),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+portals = sa.Table(
+    "portals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("bucket_path", sa.Text, nullable=False),  # s3://bucket/prefix/
+    sa.Column("conn_id", sa.String(250), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+portal_uploads = sa.Table(
+    "portal_uploads",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("portal_id", sa.Integer, sa.ForeignKey("portals.id"), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),  # the object key written
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # new | replaced | unchanged
+    sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
+)
