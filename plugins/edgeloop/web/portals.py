@@ -215,7 +215,11 @@ def portal_page(request: Request, portal_id: int, token: Token = None) -> HTMLRe
 @router.post(
     "/{portal_id}/files",
     response_model=PortalResult,
-    responses={401: {"description": "no token"}, 403: {"description": "wrong, revoked or expired"}},
+    responses={
+        401: {"description": "no token"},
+        403: {"description": "a wrong, revoked or expired token"},
+        404: {"description": "no such portal"},
+    },
 )
 def portal_upload(
     portal_id: int,
