@@ -134,9 +134,9 @@ def check_token(catalog: Catalog, portal_id: int, token: str | None) -> dict[str
 def safe_relpath(raw: str) -> str:
     """A relative path inside the portal (folders kept; no '..', no absolute paths, no
     control characters)."""
-    parts = [clean_label(p) for p in raw.replace("\\", "/").split("/")]
-    parts = [p for p in parts if p]
-    if not parts or any(p == ".." for p in parts) or len(parts) > MAX_DEPTH:
+    raw_parts = raw.replace("\\", "/").split("/")
+    parts = [p for p in (clean_label(p) for p in raw_parts) if p]
+    if not parts or any(p.strip() == ".." for p in raw_parts) or len(parts) > MAX_DEPTH:
         raise EdgeloopError(f"not a file path inside the portal: {raw!r}")
     return "/".join(parts)
 
