@@ -66,6 +66,7 @@ def _config(bucket: str, pipeline_id: str = "e2e") -> dict:
         "name": "end-to-end test pipeline",
         "description": "Imports a test bucket through Airflow.",
         "project": pipeline_id,
+        "intervalStr": "1d",
         "steps": [
             {
                 "name": "import",
@@ -147,6 +148,19 @@ def _check_items(env, items: dict[str, dict], expected: dict[str, tuple], conten
         assert blob.read_bytes() == content[name], f"blob of {name} at {blob}"
 
 
+def _asset_events(env) -> list[dict]:
+    """The events of the project's asset, oldest first, as stored in the metadata DB."""
+    with closing(sqlite3.connect(env.home / "airflow.db")) as db:
+        rows = db.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.name = 'edgeloop-project-e2e' ORDER BY e.id"
+        ).fetchall()
+    events = [json.loads(extra) for (extra,) in rows]
+    for event in events:
+        event.pop("run_id")
+    return events
+
+
 def _blob_shas(root: Path) -> set[str]:
     return {
         p.name
@@ -169,11 +183,17 @@ def test_sync_change_delete_and_rerun_through_airflow(pipeline):
         "skipped": 2,
         "failed": 0,
         "deleted": 0,
+        "gone": 0,
     }
     items = _items(env)
     _check_items(env, items, EXPECTED_FIRST, FIRST)
     stats = json.loads(env.edgeloop("stats", "e2e", "--json"))
-    assert {k or "": v for k, v in stats["label"].items()} == {"": 3, "bird": 2, "cat": 3, "dog": 2}
+    # `edgeloop stats` now lives in catalog/cli.py (another area): "" or "(unlabeled)"
+    unlabeled = {"": "(unlabeled)"}
+    labels = {unlabeled.get(k, k): v for k, v in stats["label"].items()}
+    assert labels == {"(unlabeled)": 3, "bird": 2, "cat": 3, "dog": 2}
+    summary = json.loads(env.edgeloop("summary", "e2e", "--json"))
+    assert summary["items_per_label"] == labels
     assert sum(stats["category"].values()) == 10
     blob_root = env.edgeloop_home / "blobs"
     assert _blob_shas(blob_root) == {i["sha256"] for i in items.values()}
@@ -189,8 +209,12 @@ def test_sync_change_delete_and_rerun_through_airflow(pipeline):
         "skipped": 2,
         "failed": 0,
         "deleted": 0,
+        "gone": 0,
     }
     assert _items(env) == items
+    # the first run emitted the project's asset event with its counts; the no-change
+    # run emitted none (its publish task was skipped)
+    assert _asset_events(env) == [{"new": 10, "updated": 0, "deleted": 0, "items": 10}]
 
     # Add two, change one, delete one, add one copy of existing content.
     changed = {"cat/cat.2.png": IMAGES[10]}
@@ -212,7 +236,9 @@ def test_sync_change_delete_and_rerun_through_airflow(pipeline):
         "skipped": 2,
         "failed": 0,
         "deleted": 1,
+        "gone": 0,
     }
+    assert _asset_events(env)[-1] == {"new": 2, "updated": 1, "deleted": 1, "items": 11}
     after = _items(env)
     expected = {k: v for k, v in EXPECTED_FIRST.items() if k != "dog/dog.1.png"}
     expected |= {"dog/dog.3.png": ("dog", None), "horse/h.1.png": ("horse", None)}
@@ -231,6 +257,29 @@ def test_sync_change_delete_and_rerun_through_airflow(pipeline):
     assert shas <= _blob_shas(blob_root) <= shas | {hashlib.sha256(IMAGES[1]).hexdigest()}
     leftovers = list((blob_root / "tmp").glob("*")) if (blob_root / "tmp").exists() else []
     assert leftovers == []
+
+
+def test_what_the_ui_shows(pipeline):
+    env, _, _ = pipeline
+    details = env.airflow_json("dags", "details", "e2e")
+    details = details[0] if isinstance(details, list) else details
+    assert details["dag_display_name"] == "end-to-end test pipeline"
+    assert details["timetable_summary"] == "0 0 * * *"  # the default, not "1 day, 0:00:00"
+    assert details["timetable_description"] == "At 00:00"
+    # the task's rendered fields hold the resolved arguments (no config re-read)
+    with closing(sqlite3.connect(env.home / "airflow.db")) as db:
+        rows = db.execute(
+            "SELECT task_id, rendered_fields FROM rendered_task_instance_fields "
+            "WHERE dag_id = 'e2e'"
+        ).fetchall()
+    rendered = {task_id: json.loads(fields) for task_id, fields in rows}
+    sync = rendered["import.sync"]
+    assert (sync["bucket"], sync["prefix"], sync["project"], sync["conn_id"]) == (
+        "e2e-pipeline",
+        PREFIX,
+        "e2e",
+        CONN_ID,
+    )
 
 
 def test_broken_config_does_not_hide_the_good_pipeline(pipeline):
