@@ -55,7 +55,7 @@ def test_secret_never_leaks(airflow_env, s3_server) -> None:
     assert summary["sync"]["new"] == 1
 
     # the task logs were captured: the sync's own log line is there
-    assert b"s3://secret-e2e/in/: {" in airflow_env.log.read_bytes()
+    assert b"syncing s3://secret-e2e/in/ into project secret_e2e" in airflow_env.log.read_bytes()
     needle = secret.encode()
     root = airflow_env.log.parent  # the Airflow home, its DB, the edgeloop home, the logs
     searched = [p for p in root.rglob("*") if p.is_file()]
