@@ -115,13 +115,13 @@ def project_overview(catalog, project: str, pipelines: list[Any]) -> dict[str, A
     }
 
 
-def bars(counts: dict[str, int]) -> list[dict[str, Any]]:
+def bars(counts: dict[str, int], none: str = "(none)") -> list[dict[str, Any]]:
     """Bar-chart rows: label, count, width in % of the largest, colour."""
     top = max(counts.values(), default=0) or 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return [
         {
-            "key": k or "(none)",
+            "key": k or none,
             "n": n,
             "pct": round(100 * n / top, 1),
             "color": PALETTE[i % len(PALETTE)] if k else UNLABELED,
@@ -295,7 +295,7 @@ def make_router(*, authenticate: bool = True) -> APIRouter:
         shown = [project] if project else names
         rows = [project_overview(catalog, n, by_project.get(n, [])) for n in shown if n in names]
         for r in rows:
-            r["label_bars"] = bars(r["labels"])
+            r["label_bars"] = bars(r["labels"], "(unlabeled)")
             r["category_bars"] = bars(r["categories"])
         waiting = sorted(set(by_project) - set(names))
         return render(
