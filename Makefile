@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export EDGELOOP_PIPELINES_DIR ?= $(CURDIR)/include/pipelines
 
-.PHONY: install demo up up-distributed test lint bench lock clean
+.PHONY: install demo up up-distributed test lint bench lock clean chromium
 
 install: $(STAMP)
 
@@ -37,7 +37,11 @@ up: $(STAMP)
 up-distributed: $(STAMP)
 	$(BIN)/python scripts/up_distributed.py
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium (never a downloaded browser).
+chromium:
+	command -v chromium || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests
