@@ -93,6 +93,32 @@ def test_object_form_with_cron_preset_and_null(tmp_path: Path) -> None:
         assert (p.id, p.project, p.description, p.schedule) == ("x", "proj", "hi", schedule)
 
 
+def test_notification_fields_and_their_defaults(tmp_path: Path) -> None:
+    from edgeloop.config.model import Notifications
+
+    doc = {"id": "x", "name": "X", "steps": [s3_step()]}
+    assert load_pipeline(write(tmp_path, doc)).notifications == Notifications(
+        (), "on_new_data", "smtp_default", None, None, None
+    )
+    doc |= {
+        "emailRecipients": ["ops@example.org", "ml@example.org"],
+        "whenToEmail": "always",
+        "emailConnId": "smtp_ops",
+        "notificationWebhook": "https://hooks.example.org/edgeloop?team=ml",
+        "webhookConnId": "edgeloop_webhook",
+        "organizationId": 42,
+    }
+    n = load_pipeline(write(tmp_path, doc)).notifications
+    assert n == Notifications(
+        ("ops@example.org", "ml@example.org"),
+        "always",
+        "smtp_ops",
+        "https://hooks.example.org/edgeloop?team=ml",
+        "edgeloop_webhook",
+        42,
+    )
+
+
 def test_presets_are_airflows() -> None:
     from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
 
@@ -247,9 +273,25 @@ DEFECTS = {
         {"name": "x", "steps": [{"name": "s"}]},
         ["$.steps[0]", "needs 'builtinTransformationBlock' or 'transformationBlockId'"],
     ),
-    "notifications, not built yet": (
-        {"name": "x", "whenToEmail": "always", "steps": [s3_step()]},
-        ["$.whenToEmail", "notifications are not built yet"],
+    "emailRecipientUids (the reference's user ids)": (
+        {"name": "x", "emailRecipientUids": [12], "steps": [s3_step()]},
+        ["$.emailRecipientUids", "list the addresses in 'emailRecipients'"],
+    ),
+    "whenToEmail unknown": (
+        {"name": "x", "whenToEmail": "sometimes", "steps": [s3_step()]},
+        ["$.whenToEmail", "one of ['always', 'on_new_data', 'never']", "'sometimes'"],
+    ),
+    "emailRecipients not an address": (
+        {"name": "x", "emailRecipients": ["ops"], "steps": [s3_step()]},
+        ["$.emailRecipients[0]", "a string matching"],
+    ),
+    "webhookConnId without notificationWebhook": (
+        {"name": "x", "webhookConnId": "hook", "steps": [s3_step()]},
+        ["$.webhookConnId", "goes with 'notificationWebhook'"],
+    ),
+    "credential in notificationWebhook": (
+        {"name": "x", "notificationWebhook": "https://u:PW@hooks.example/x", "steps": [s3_step()]},
+        ["$.notificationWebhook", "credentials do not belong", "***@hooks.example"],
     ),
 }
 

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgeloop.config.model import BlockStep, ImportStep, Pipeline, ProjectActionStep, Step
+from edgeloop.config.model import (
+    BlockStep,
+    ImportStep,
+    Notifications,
+    Pipeline,
+    ProjectActionStep,
+    Step,
+)
 from edgeloop.config.schedule import parse_schedule
 from edgeloop.errors import ConfigError
 from edgeloop.ingest.source import DEFAULT_FILE_TYPES, SourceSpec
@@ -30,9 +37,8 @@ MAX_PROJECT = 92  # the DAG tag "project:<project>" fits Airflow's 100 character
 PLAINTEXT_SECRET_FIELDS = ("secretKey", "secretAccessKey")
 # Pipeline fields of the reference format that later issues build: refused by name.
 NOT_BUILT_PIPELINE_FIELDS = {
-    "emailRecipientUids": "notifications are not built yet",
-    "whenToEmail": "notifications are not built yet",
-    "notificationWebhook": "notifications are not built yet",
+    "emailRecipientUids": "the reference platform's user ids are not used; list the "
+    "addresses in 'emailRecipients'",
     "projectId": "the reference platform's numeric project id is not used; "
     "name the project with 'project'",
     "dataset": "a pipeline-level dataset is not used; block steps (not built yet) "
@@ -232,6 +238,26 @@ def _pipeline_errors(doc: dict, file: str) -> list[ConfigError]:
         for key, why in NOT_BUILT_PIPELINE_FIELDS.items()
         if key in doc
     ]
+    if "webhookConnId" in doc and "notificationWebhook" not in doc:
+        errors.append(
+            ConfigError(
+                "'webhookConnId' (the signing secret) goes with 'notificationWebhook'",
+                file=file,
+                path="$.webhookConnId",
+            )
+        )
+    webhook = doc.get("notificationWebhook")
+    if isinstance(webhook, str) and _has_userinfo(webhook):
+        errors.append(
+            ConfigError(
+                "credentials do not belong in 'notificationWebhook' (it is shown in the UI); "
+                "sign the requests with 'webhookConnId' instead",
+                file=file,
+                path="$.notificationWebhook",
+                expected="http(s)://host[:port][/path]",
+                value=_mask_userinfo(webhook),
+            )
+        )
     if "schedule" in doc and "intervalStr" in doc:
         errors.append(
             ConfigError(
@@ -454,6 +480,19 @@ def _model(doc: Any, path: Path, digest: str) -> Pipeline:
         steps=tuple(_step(s, f"{base}[{i}]") for i, s in enumerate(raw_steps)),
         source_file=file,
         config_sha256=digest,
+        notifications=_notifications(meta),
+    )
+
+
+def _notifications(meta: dict[str, Any]) -> Notifications:
+    """The pipeline's email and webhook fields (checked by the schema)."""
+    return Notifications(
+        email_recipients=tuple(meta.get("emailRecipients", ())),
+        when_to_email=meta.get("whenToEmail", "on_new_data"),
+        email_conn_id=meta.get("emailConnId", "smtp_default"),
+        webhook_url=meta.get("notificationWebhook"),
+        webhook_conn_id=meta.get("webhookConnId"),
+        organization_id=meta.get("organizationId"),
     )
 
 

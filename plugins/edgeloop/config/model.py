@@ -7,7 +7,7 @@ the file, so later checks (the builder's) can name it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import ClassVar
 
@@ -88,6 +88,22 @@ Step = ImportStep | ProjectActionStep | BlockStep
 
 
 @dataclass(frozen=True)
+class Notifications:
+    """Who hears about a run (the ``notify`` task): email and the signed webhook.
+
+    Only connection ids are kept: the SMTP password and the webhook's signing
+    secret (the password of ``webhook_conn_id``) are read at run time.
+    """
+
+    email_recipients: tuple[str, ...] = ()
+    when_to_email: str = "on_new_data"  # always | on_new_data | never
+    email_conn_id: str = "smtp_default"
+    webhook_url: str | None = None
+    webhook_conn_id: str | None = None
+    organization_id: str | int | None = None
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """One pipeline config file, validated."""
 
@@ -104,3 +120,4 @@ class Pipeline:
     tags: tuple[str, ...] = ()
     owner: str = "edgeloop"
     retries: int = 2
+    notifications: Notifications = field(default_factory=Notifications)
