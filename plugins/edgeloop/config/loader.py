@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgeloop.config.model import (
+    DEFAULT_MAX_DROP,
     BlockStep,
     ImportStep,
     Notifications,
@@ -357,6 +358,38 @@ def _step_errors(step: dict, where: str, file: str) -> list[ConfigError]:
                     path=f"{bwhere}.buildBinaryModelType",
                 )
             )
+        for key, goes_with in (("qualityGate", "retrainModel"), ("requireApproval", "buildBinary")):
+            if key in block and not block.get(goes_with):
+                errors.append(
+                    ConfigError(
+                        f"'{key}' goes with '{goes_with}' (in the same step)",
+                        file=file,
+                        path=f"{bwhere}.{key}",
+                    )
+                )
+    return errors
+
+
+def _action_order_errors(steps: list[Any], base: str, file: str) -> list[ConfigError]:
+    """buildBinary deploys the model retrained in this run: a retrainModel action must come
+    in the same step or an earlier one (the seed: "Requires 'Retrain model' to also be
+    enabled")."""
+    errors: list[ConfigError] = []
+    retrained = False
+    for i, step in enumerate(steps):
+        block = step.get("builtinTransformationBlock") if isinstance(step, dict) else None
+        if not isinstance(block, dict) or block.get("type") != "project-action":
+            continue
+        retrained = retrained or block.get("retrainModel") is True
+        if "buildBinary" in block and not retrained:
+            errors.append(
+                ConfigError(
+                    "'buildBinary' requires 'Retrain model' to also be enabled: set "
+                    "'retrainModel': true in this step or in an earlier project-action step",
+                    file=file,
+                    path=f"{base}[{i}].builtinTransformationBlock.buildBinary",
+                )
+            )
     return errors
 
 
@@ -379,6 +412,7 @@ def semantic_errors(doc: Any, file: str) -> list[ConfigError]:
         for i, step in enumerate(steps):
             if isinstance(step, dict):
                 errors += _step_errors(step, f"{base}[{i}]", file)
+        errors += _action_order_errors(steps, base, file)
     return errors
 
 
@@ -435,6 +469,8 @@ def _step(raw: dict[str, Any], where: str) -> Step:
             create_version=block.get("createVersion", False),
             build_binary=block.get("buildBinary"),
             build_binary_model_type=block.get("buildBinaryModelType"),
+            max_drop=float(block.get("qualityGate", {}).get("maxDrop", DEFAULT_MAX_DROP)),
+            require_approval=block.get("requireApproval", False),
         )
     return ImportStep(
         name=name,

@@ -15,6 +15,7 @@ from edgeloop.ingest.source import SourceSpec
 
 CATEGORIES = ("training", "testing", "split")
 LABEL_STRATEGIES = ("infer-from-folder-name", "infer-from-file-name", "keep-unlabeled")
+DEFAULT_MAX_DROP = 0.01  # qualityGate.maxDrop of a retrainModel step
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,17 @@ class ProjectActionStep:
     create_version: bool = False
     build_binary: str | None = None  # "zip"
     build_binary_model_type: str | None = None  # "int8" | "float32"
+    # retrainModel: the new model becomes current only if its test accuracy is at least the
+    # current model's (re-evaluated on the same testing rows) minus max_drop
+    max_drop: float = DEFAULT_MAX_DROP
+    # buildBinary: a person approves (Airflow's ApprovalOperator) before the new deployment
+    # is published as the project's current one
+    require_approval: bool = False
+
+    @property
+    def model_type(self) -> str:
+        """The deployment's model type (``buildBinaryModelType``, int8 by default)."""
+        return self.build_binary_model_type or "int8"
 
     @property
     def actions(self) -> tuple[str, ...]:
