@@ -32,13 +32,14 @@ from edgeloop.config import (
 )
 from edgeloop.errors import ConfigError
 from edgeloop.operators.ingest import LabelOperator, S3SyncOperator, VerifySourceOperator
+from edgeloop.operators.notify import NotifyOperator
 from edgeloop.operators.run import InvalidConfigOperator, PublishOperator, RunSummaryOperator
 
 log = logging.getLogger(__name__)
 
 START = datetime(2024, 1, 1)
 MAX_TAG = 100  # Airflow's limit on a tag's length
-RESERVED_IDS = ("summary", "publish")
+RESERVED_IDS = ("summary", "publish", "notify")
 PARAMS_DOC = {
     "ignoreLastSuccessfulRun": "Process everything again instead of only what changed since "
     "the last successful run (used by transformation-block steps once they are built).",
@@ -226,8 +227,65 @@ def _dag_doc(pipeline: Pipeline) -> str:
         "Each step is a task group (verify_source → sync → label for an import step); "
         "`summary` records the run, `publish` emits the project's asset event "
         f"(`edgeloop-project-{pipeline.project}`) when items were created, changed or "
-        "deleted. The last summary: `edgeloop summary " + pipeline.id + "`."
+        "deleted. The last summary: `edgeloop summary " + pipeline.id + "`. `notify` "
+        "(after everything, whatever happened) sends the run email and the webhook.\n\n"
+        + _run_from_code_doc(pipeline)
     )
+
+
+def _run_from_code_doc(pipeline: Pipeline) -> str:
+    """The curl, Python and Node.js samples that trigger this pipeline (no I/O)."""
+    from edgeloop.runs.snippets import snippets_markdown
+
+    return (
+        f"`edgeloop run {pipeline.id} --wait` triggers a run and follows it; "
+        f"`edgeloop stop {pipeline.id}` stops it.\n\n" + snippets_markdown(pipeline.id)
+    )
+
+
+def add_notify(dag: DAG, pipeline: Pipeline, summary_task_id: str) -> NotifyOperator:
+    """The ``notify`` task, downstream of every other task of ``dag``.
+
+    It is a teardown task (trigger rule all_done-setup-success, which with no setup
+    task is all_done): it runs whatever happened upstream, a run stopped through
+    the API still reports, and the run's state is decided by the pipeline's own
+    tasks, never by the notification (a failed run stays failed, a receiver that
+    is down leaves it green).
+    """
+    n = pipeline.notifications
+    leaves = [t for t in dag.tasks if not t.downstream_list]
+    notify = NotifyOperator(
+        dag=dag,
+        pipeline_id=pipeline.id,
+        pipeline_name=pipeline.name,
+        project=pipeline.project,
+        email_recipients=n.email_recipients,
+        when_to_email=n.when_to_email,
+        email_conn_id=n.email_conn_id,
+        webhook_url=n.webhook_url,
+        webhook_conn_id=n.webhook_conn_id,
+        organization_id=n.organization_id,
+        summary_task_id=summary_task_id,
+        doc_md="Works out the run's outcome from the other tasks' states, then sends the run "
+        + (
+            f"email to {', '.join(n.email_recipients)} (whenToEmail `{n.when_to_email}`, "
+            f"connection `{n.email_conn_id}`)"
+            if n.email_recipients
+            else "email to nobody (no `emailRecipients`)"
+        )
+        + " and "
+        + (
+            "the " + ("signed " if n.webhook_conn_id else "") + "webhook"
+            if n.webhook_url
+            else "no webhook (no `notificationWebhook`)"
+        )
+        + ". Never fails because a receiver is down: the delivery is recorded in the run "
+        "summary (`notifications`).",
+    )
+    notify.as_teardown()
+    for leaf in leaves:
+        leaf >> notify
+    return notify
 
 
 def build_dag(pipeline: Pipeline) -> DAG:
@@ -300,6 +358,7 @@ def build_dag(pipeline: Pipeline) -> DAG:
             **common,
         )
         previous >> summary >> publish
+    add_notify(dag, pipeline, summary.task_id)
     return dag
 
 

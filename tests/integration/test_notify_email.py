@@ -240,3 +240,40 @@ def test_a_wrong_password_is_reported_not_raised_and_never_shown(
     assert f"connection '{CONN_ID}' failed: SMTP" in report["email"]["error"]
     assert smtp.messages == []
     assert "wrong-password-123" not in json.dumps(report) + caplog.text
+
+
+def test_the_explorer_png_refreshed_by_the_run_comes_from_the_blob_store(
+    smtp: Mailbox, edgeloop_home: Path, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from edgeloop.storage.blobs import BlobStore
+
+    data = _png(tmp_path / "map.png").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    blobs = BlobStore.from_settings()
+    temp, out = blobs.open_temp()
+    with out:  # put before closing (the temp file is locked while open)
+        out.write(data)
+        out.flush()
+        blobs.put(temp, sha)
+
+    def send(summary: dict) -> list:
+        before = len(smtp.messages)
+        send_notifications(
+            _results(summary),
+            email_recipients=["team@example.org"],
+            when_to_email="always",
+            email_conn_id=CONN_ID,
+        )
+        [(_, _, got)] = smtp.messages[before:]
+        return list(got.iter_attachments())
+
+    [attachment] = send({**_summary(new=2), "explorer": {"png_sha": sha, "map": 3}})
+    assert attachment.get_filename() == "explorer.png"
+    assert attachment.get_content_type() == "image/png"
+    assert attachment.get_content() == data
+    # no new data, a map not refreshed by this run, or a blob that is gone: no attachment
+    assert send({**_summary(new=0), "explorer": {"png_sha": sha}}) == []
+    assert send({**_summary(new=2), "explorer": {"png_sha": sha, "refreshed": False}}) == []
+    assert send({**_summary(new=2), "explorer": {"png_sha": "0" * 64}}) == []

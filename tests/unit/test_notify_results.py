@@ -144,3 +144,56 @@ def test_operator_defaults_templates_and_no_secret_on_the_task() -> None:
     assert "webhook_secret" not in vars(op)  # read from the connection only when executed
     with pytest.raises(ConfigError):
         NotifyOperator(pipeline_id="d", pipeline_name="D", project="p", when_to_email="daily")
+
+
+def test_every_dag_ends_with_notify_wired_from_the_config(tmp_path) -> None:
+    import json
+
+    from edgeloop.dag_factory import build_dags
+
+    step = {
+        "name": "s",
+        "builtinTransformationBlock": {"type": "s3-to-project", "path": "s3://bkt/x/"},
+    }
+    (tmp_path / "plain.json").write_text(json.dumps({"id": "plain", "name": "P", "steps": [step]}))
+    (tmp_path / "told.json").write_text(
+        json.dumps(
+            {
+                "id": "told",
+                "name": "Told",
+                "project": "proj",
+                "emailRecipients": ["a@example.org"],
+                "whenToEmail": "always",
+                "emailConnId": "smtp_ops",
+                "notificationWebhook": "https://hooks.example.org/x?k=1",
+                "webhookConnId": "hook_secret",
+                "organizationId": "org-1",
+                "steps": [step],
+            }
+        )
+    )
+    dags = build_dags(tmp_path)
+    for dag in dags.values():
+        notify = dag.task_dict["notify"]
+        # after every other task, whatever happened (a teardown: all done, no setup)
+        assert notify.is_teardown and not notify.downstream_list
+        assert notify.trigger_rule == "all_done_setup_success"
+        others = [t for t in dag.tasks if t is not notify]
+        assert all(notify in t.get_flat_relatives(upstream=False) for t in others)
+        assert notify.doc_md
+        # the run-from-code samples are in the DAG's docs
+        for marker in ("```bash", "```python", "```javascript", f"/api/v2/dags/{dag.dag_id}/"):
+            assert marker in dag.doc_md
+        param = dag.params.get_param("ignoreLastSuccessfulRun")
+        assert param.schema["type"] == "boolean" and param.description
+    plain, told = dags["plain"].task_dict["notify"], dags["told"].task_dict["notify"]
+    assert (plain.email_recipients, plain.when_to_email, plain.webhook_url) == (
+        [],
+        "on_new_data",
+        None,
+    )
+    assert (told.pipeline_id, told.pipeline_name, told.project) == ("told", "Told", "proj")
+    assert told.email_recipients == ["a@example.org"] and told.when_to_email == "always"
+    assert (told.email_conn_id, told.webhook_conn_id) == ("smtp_ops", "hook_secret")
+    assert told.webhook_url == "https://hooks.example.org/x?k=1"
+    assert told.organization_id == "org-1"

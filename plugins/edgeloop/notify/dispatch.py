@@ -22,12 +22,15 @@ def send_notifications(
     email_recipients: Sequence[str] = (),
     when_to_email: str = "on_new_data",
     email_conn_id: str = "smtp_default",
-    explorer_png: str | Path | None = None,
+    explorer_png: str | Path | bytes | None = None,
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     webhook_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Email (per ``when_to_email``) and webhook (always, when a URL is set).
+
+    Without ``explorer_png``, the data explorer image refreshed by this run (the
+    summary's ``explorer.png_sha``) is read from the blob store and attached.
 
     Returns ``{"email": {...}, "webhook": {...}}``: what was sent, skipped or failed.
     No secret is in it.
@@ -46,6 +49,8 @@ def send_notifications(
         report["email"] = {"sent": False, "reason": reason}
     else:
         try:
+            if explorer_png is None and results.has_new_data:
+                explorer_png = explorer_image(results)
             msg = build_message(results, recipients=email_recipients, explorer_png=explorer_png)
             delivered = send_message(msg, conn_id=email_conn_id)
             attached = [p.get_filename() for p in msg.iter_attachments()]
@@ -66,6 +71,27 @@ def send_notifications(
     else:
         report["webhook"] = {"delivered": False, "reason": "no notificationWebhook"}
     return report
+
+
+def explorer_image(results: RunResults, *, blobs=None) -> bytes | None:
+    """The PNG of the data explorer map this run refreshed (summary ``explorer.png_sha``),
+    from the blob store; None when the run made none or the blob cannot be read."""
+    explorer = results.summary.get("explorer")
+    if not isinstance(explorer, dict) or explorer.get("refreshed") is False:
+        return None
+    sha = explorer.get("png_sha")
+    if not sha:
+        return None
+    try:
+        if blobs is None:
+            from edgeloop.storage.blobs import BlobStore
+
+            blobs = BlobStore.from_settings()
+        with blobs.open(str(sha)) as f:
+            return f.read()
+    except Exception as exc:  # a missing image must not stop the email
+        log.warning("the data explorer image %s cannot be read (%s): not attached", sha, exc)
+        return None
 
 
 def record_notifications(

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SENDER = "edgeloop@localhost"
 DEFAULT_EMAIL_CONN_ID = "smtp_default"
+EXPLORER_FILENAME = "explorer.png"
 
 
 class EmailError(EdgeloopError):
@@ -106,10 +107,11 @@ def build_message(
     *,
     recipients: Sequence[str],
     sender: str = DEFAULT_SENDER,
-    explorer_png: str | Path | None = None,
+    explorer_png: str | Path | bytes | None = None,
 ) -> EmailMessage:
     """The multipart message: text/plain and text/html alternatives, plus the data
-    explorer PNG when one is given, exists and the run brought new data."""
+    explorer PNG (a file, or its bytes as ``explorer.png``) when one is given, exists
+    and the run brought new data."""
     if not recipients:
         raise EmailError("the run email has no recipients (emailRecipients is empty)")
     msg = EmailMessage()
@@ -118,6 +120,12 @@ def build_message(
     msg["To"] = ", ".join(recipients)
     msg.set_content(render_text(results))
     msg.add_alternative(render_html(results), subtype="html")
+    if isinstance(explorer_png, bytes):
+        if results.has_new_data:
+            msg.add_attachment(
+                explorer_png, maintype="image", subtype="png", filename=EXPLORER_FILENAME
+            )
+        return msg
     png = Path(explorer_png) if explorer_png else None
     if png is not None and results.has_new_data:
         if png.is_file():
