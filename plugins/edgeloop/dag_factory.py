@@ -31,13 +31,6 @@ from edgeloop.config import (
     load_pipelines,
 )
 from edgeloop.errors import ConfigError
-from edgeloop.operators.actions import (
-    DeployOperator,
-    ExplorerOperator,
-    PublishDeploymentOperator,
-    RetrainOperator,
-    VersionOperator,
-)
 from edgeloop.operators.ingest import LabelOperator, S3SyncOperator, VerifySourceOperator
 from edgeloop.operators.notify import NotifyOperator
 from edgeloop.operators.run import InvalidConfigOperator, PublishOperator, RunSummaryOperator
@@ -49,7 +42,7 @@ MAX_TAG = 100  # Airflow's limit on a tag's length
 RESERVED_IDS = ("summary", "publish", "notify")
 PARAMS_DOC = {
     "ignoreLastSuccessfulRun": "Process everything again instead of only what changed since "
-    "the last successful run (used by transformation-block steps once they are built).",
+    "the last successful run: transformation-block steps run every selected item again.",
 }
 
 
@@ -87,8 +80,7 @@ class StepTasks:
     group: TaskGroup
     sync_task_ids: list[str] = field(default_factory=list)
     label_task_ids: list[str] = field(default_factory=list)
-    # project actions: kind (explorer, retrain, deploy, approval, publish, version) -> task ids
-    action_task_ids: dict[str, list[str]] = field(default_factory=dict)
+    block_task_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -164,163 +156,151 @@ def _build_import(pipeline: Pipeline, step: Step, group_id: str, common: dict) -
     return StepTasks(group, [sync.task_id], [label.task_id])
 
 
-# The tasks of a project-action step, in their order: the map is drawn with the current
-# model (extended, not refit), the deployment is of the model retrained in this run, the
-# version comes last so it holds this step's deployment; approval/publish branch off the
-# build (the version does not wait for a person).
-ACTION_TASKS = (
-    ("refresh_data_explorer", "explorer"),
-    ("retrain_model", "retrain"),
-    ("build_binary", "deploy"),
-    ("create_version", "version"),
-)
-
-
-def action_task_ids(step: ProjectActionStep) -> list[str]:
-    """The task ids (within its group) of a project-action step's actions, in order."""
-    asked = {
-        "explorer": step.refresh_data_explorer,
-        "retrain": step.retrain_model,
-        "deploy": step.build_binary is not None,
-        "version": step.create_version,
-    }
-    return [task_id for task_id, kind in ACTION_TASKS if asked[kind]]
-
-
-def _action_ids_before(pipeline: Pipeline, step: ProjectActionStep) -> tuple[str | None, list]:
-    """The retrain task the step's deployment uses (this step's or the latest earlier one)
-    and the deploy tasks of the earlier steps (their deployments go into a version)."""
-    groups = group_ids(pipeline.steps)
-    index = next(i for i, s in enumerate(pipeline.steps) if s is step)
-    retrain: str | None = None
-    deploys: list[str] = []
-    for other, gid in zip(pipeline.steps[: index + 1], groups, strict=False):
-        if isinstance(other, ProjectActionStep):
-            if other.retrain_model:
-                retrain = f"{gid}.retrain_model"
-            if other.build_binary is not None and other is not step:
-                deploys.append(f"{gid}.build_binary")
-    return retrain, deploys
-
-
-def _build_actions(pipeline: Pipeline, step: Step, group_id: str, common: dict) -> StepTasks:
-    """explorer → retrain → build_binary (→ approve_deployment → publish_deployment) →
-    version, each task only when the step asks for it."""
+def _refuse_actions(pipeline: Pipeline, step: Step) -> list[ConfigError]:
     assert isinstance(step, ProjectActionStep)
-    from itertools import pairwise
-
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
-
-    project = pipeline.project
-    retrain_id, deploy_ids = _action_ids_before(pipeline, step)
-    # after a skipped deployment (quality gate) the later actions still run
-    args = {"project": project, "trigger_rule": "none_failed", **common}
-    ids: dict[str, list[str]] = {}
-    with TaskGroup(group_id=group_id, tooltip=step.name) as group:
-        chain: list = []
-        if step.refresh_data_explorer:
-            chain.append(
-                ExplorerOperator(
-                    task_id="refresh_data_explorer",
-                    doc_md=f"Extends project `{project}`'s data explorer map (t-SNE of the "
-                    "current model's embeddings; new items placed without moving the old "
-                    "ones), writes the PNG, per-item points and label suggestions.",
-                    **args,
-                )
-            )
-            ids["explorer"] = [chain[-1].task_id]
-        if step.retrain_model:
-            chain.append(
-                RetrainOperator(
-                    task_id="retrain_model",
-                    max_drop=step.max_drop,
-                    doc_md=f"Retrains project `{project}` with its current model's impulse; "
-                    "the new model becomes current only if its test accuracy is at least the "
-                    f"current model's (re-evaluated on the same data) minus {step.max_drop} "
-                    "(qualityGate.maxDrop). Fails at once if the project was never trained.",
-                    **args,
-                )
-            )
-            ids["retrain"] = [chain[-1].task_id]
-        deploy = None
-        if step.build_binary is not None:
-            assert retrain_id is not None  # the loader refuses buildBinary without retrain
-            deploy = DeployOperator(
-                task_id="build_binary",
-                retrain_task_id=retrain_id,
-                model_type=step.model_type,
-                require_approval=step.require_approval,
-                doc_md=f"Builds the verified {step.model_type} C++ library (zip) of the model "
-                f"`{retrain_id}` retrained; skipped when that model did not pass the quality "
-                "gate. "
-                + (
-                    "Published after `approve_deployment`."
-                    if step.require_approval
-                    else "Published as the project's current deployment."
-                ),
-                **args,
-            )
-            chain.append(deploy)
-            ids["deploy"] = [deploy.task_id]
-            deploy_ids.append(f"{group_id}.build_binary")
-        if step.create_version:
-            chain.append(
-                VersionOperator(
-                    task_id="create_version",
-                    deploy_task_ids=deploy_ids,
-                    doc_md=f"Creates an immutable version of project `{project}` (items, "
-                    "this config, the current model, the explorer map, this run's "
-                    "deployments); once per run.",
-                    **args,
-                )
-            )
-            ids["version"] = [chain[-1].task_id]
-        for upstream, downstream in pairwise(chain):
-            upstream >> downstream
-        if deploy is not None and step.require_approval:
-            approve = ApprovalOperator(
-                task_id="approve_deployment",
-                subject=f"Publish the new {step.model_type} deployment of project {project}?",
-                body="Deployment {{ ti.xcom_pull(task_ids='" + deploy.task_id + "')"
-                "['deployment'] }} of model {{ ti.xcom_pull(task_ids='" + deploy.task_id + "')"
-                "['model'] }}: accuracy {{ ti.xcom_pull(task_ids='" + deploy.task_id + "')"
-                "['accuracy'] }}, zip {{ ti.xcom_pull(task_ids='" + deploy.task_id + "')"
-                "['zip'] }}.\n\nApprove to publish it as the project's current deployment; "
-                "reject to keep the current one.",
-                retries=0,
-                doc_md="Waits for a person (Browse → Required Actions, or the REST API's "
-                "hitlDetails) to approve the deployment; a rejection skips the publication.",
-            )
-            publish = PublishDeploymentOperator(
-                task_id="publish_deployment",
-                deploy_task_id=deploy.task_id,
-                doc_md="Publishes the approved deployment as the project's current one.",
-                project=project,
-                **common,
-            )
-            deploy >> approve >> publish
-            ids["approval"] = [approve.task_id]
-            ids["publish"] = [publish.task_id]
-    return StepTasks(group, action_task_ids=ids)
-
-
-def _refuse_block(pipeline: Pipeline, step: Step) -> list[ConfigError]:
-    assert isinstance(step, BlockStep)
     return [
         ConfigError(
-            f"custom transformation block steps ('{step.block_id}') are not built yet in "
-            "pipelines; built step types: s3-to-project",
+            f"project action '{action}' is not built yet; built step types: s3-to-project",
             file=pipeline.source_file,
-            path=f"{step.where}.transformationBlockId",
+            path=f"{step.where}.builtinTransformationBlock.{action}",
         )
+        for action in step.actions
     ]
+
+
+def _check_block(pipeline: Pipeline, step: Step) -> list[ConfigError]:
+    """The block exists (include/blocks/, then EDGELOOP_BLOCKS_PATH), its operatesOn fits
+    the filter, the filter compiles, the parameters are the block's, extra arguments are
+    allowed. No I/O beyond reading the block's parameters.json."""
+    assert isinstance(step, BlockStep)
+    from edgeloop.blocks.params import load_block_spec, resolve_values
+    from edgeloop.catalog.filter import compile_filter
+    from edgeloop.transform.blocks import find_block
+    from edgeloop.transform.blocks import operates_on as block_operates_on
+
+    file, where = pipeline.source_file, step.where
+    try:
+        spec = load_block_spec(
+            find_block(step.block_id, file=file, path=f"{where}.transformationBlockId")
+        )
+    except ConfigError as exc:
+        return [exc]
+    errors: list[ConfigError] = []
+    operates_on = block_operates_on(spec)
+    if operates_on == "standalone" and step.filter:
+        errors.append(
+            ConfigError(
+                f"block '{step.block_id}' is standalone (it runs once, on no items): drop "
+                "the filter",
+                file=file,
+                path=f"{where}.filter",
+            )
+        )
+    if operates_on != "standalone" and not step.filter:
+        errors.append(
+            ConfigError(
+                f"block '{step.block_id}' operates on each {operates_on}: give a filter "
+                "that selects the items",
+                file=file,
+                path=f"{where}.filter",
+                expected="e.g. \"dataset = 'my data'\"",
+            )
+        )
+    if step.filter:
+        try:
+            compile_filter(step.filter, file=file, path=f"{where}.filter")
+        except ConfigError as exc:
+            errors.append(exc)
+    try:
+        resolve_values(spec, dict(step.parameters), environ={})
+    except ConfigError as exc:
+        if "required parameter has no value" not in str(exc):
+            errors.append(
+                ConfigError(f"{exc} (block {step.block_id})", file=file, path=f"{where}.parameters")
+            )
+    if step.extra_cli_arguments.strip() and not spec.allow_extra_cli_arguments:
+        errors.append(
+            ConfigError(
+                f"block '{step.block_id}' does not allow extra CLI arguments "
+                "(allowExtraCliArguments is false in its parameters.json)",
+                file=file,
+                path=f"{where}.extraCliArguments",
+                value=step.extra_cli_arguments,
+            )
+        )
+    return errors
+
+
+def _build_block(pipeline: Pipeline, step: Step, group_id: str, common: dict) -> StepTasks:
+    """plan → run (mapped over batch ids, at most transformationParallel at once) → collect."""
+    assert isinstance(step, BlockStep)
+    from edgeloop.operators.blocks import (
+        BlockBatchOperator,
+        BlockCollectOperator,
+        BlockPlanOperator,
+    )
+    from edgeloop.transform.blocks import StepSpec
+
+    spec = StepSpec(
+        block_id=step.block_id,
+        filter=step.filter,
+        parameters=step.parameters,
+        parallel=step.parallel,
+        extra_cli_arguments=step.extra_cli_arguments,
+        upload_type=step.upload_type or "dataset",
+        output_dataset_name=step.output_dataset_name,
+        output_dataset_path_rule=step.output_dataset_path_rule or "subfolder-per-item",
+        category=step.category,
+        label=step.label,
+        aws_conn_id=step.aws_conn_id,
+        project=pipeline.project,
+    ).to_dict()
+    where = (
+        f"project `{pipeline.project}`"
+        if spec["upload_type"] == "project"
+        else f"dataset `{step.output_dataset_name}`"
+    )
+    with TaskGroup(group_id=group_id, tooltip=step.name) as group:
+        plan = BlockPlanOperator(
+            task_id="plan",
+            step=group_id,
+            spec=spec,
+            retries=0,
+            doc_md=f"Selects the units of block `{step.block_id}` "
+            + (f"with `{step.filter}`" if step.filter else "(standalone: one run)")
+            + ", leaves out those already done with the same block, parameters and inputs "
+            "(unless `ignoreLastSuccessfulRun`), stores the batches; returns their ids.",
+            **common,
+        )
+        run = BlockBatchOperator.partial(
+            task_id="run",
+            step=group_id,
+            spec=spec,
+            max_active_tis_per_dagrun=step.parallel,
+            map_index_template="batch {{ task.batch }}",
+            doc_md=f"One batch: materializes its inputs, runs `{step.block_id}`, ingests the "
+            f"outputs into {where} and applies `ei-metadata.json`; a failing unit is "
+            "recorded and the task fails at the end naming it.",
+            **common,
+        ).expand(batch=plan.output)
+        collect = BlockCollectOperator(
+            task_id="collect",
+            step=group_id,
+            spec=spec,
+            plan_task_id=plan.task_id,
+            trigger_rule="none_failed",
+            doc_md="Adds up the batches' counts (ran, skipped, failed, created, updated).",
+            **common,
+        )
+        plan >> run >> collect
+    return StepTasks(group, block_task_ids=[collect.task_id])
 
 
 # The closed registry: every step type of the model, and how it becomes tasks.
 STEP_BUILDERS: dict[type, StepBuilder] = {
     ImportStep: StepBuilder(check=_no_errors, build=_build_import),
-    ProjectActionStep: StepBuilder(check=_no_errors, build=_build_actions),
-    BlockStep: StepBuilder(check=_refuse_block, build=None),
+    ProjectActionStep: StepBuilder(check=_refuse_actions, build=None),
+    BlockStep: StepBuilder(check=_check_block, build=_build_block),
 }
 
 
@@ -361,7 +341,8 @@ def _dag_doc(pipeline: Pipeline) -> str:
         f"### {pipeline.name}\n\n{pipeline.description}\n\n"
         f"Project `{pipeline.project}`; config `{pipeline.source_file}` "
         f"(sha256 `{pipeline.config_sha256[:12]}`).\n\n"
-        "Each step is a task group (verify_source → sync → label for an import step); "
+        "Each step is a task group (verify_source → sync → label for an import step, plan → "
+        "run (mapped over batches) → collect for a transformation-block step); "
         "`summary` records the run, `publish` emits the project's asset event "
         f"(`edgeloop-project-{pipeline.project}`) when items were created, changed or "
         "deleted. The last summary: `edgeloop summary " + pipeline.id + "`. `notify` "
@@ -441,9 +422,9 @@ def build_dag(pipeline: Pipeline) -> DAG:
         "max_retry_delay": timedelta(minutes=10),
     }
     groups = group_ids(pipeline.steps)
-    first_task_id = f"{groups[0]}.verify_source"
-    if isinstance(pipeline.steps[0], ProjectActionStep):
-        first_task_id = f"{groups[0]}.{action_task_ids(pipeline.steps[0])[0]}"
+    first_task_id = f"{groups[0]}." + (
+        "plan" if isinstance(pipeline.steps[0], BlockStep) else "verify_source"
+    )
     common = {
         "pipeline_id": pipeline.id,
         "config_file": pipeline.source_file,
@@ -470,7 +451,7 @@ def build_dag(pipeline: Pipeline) -> DAG:
     ) as dag:
         sync_ids: list[str] = []
         label_ids: list[str] = []
-        action_ids: dict[str, list[str]] = {}
+        block_ids: list[str] = []
         previous: TaskGroup | None = None
         for step, group_id in zip(pipeline.steps, groups, strict=True):
             built = STEP_BUILDERS[type(step)].build(pipeline, step, group_id, common)
@@ -479,15 +460,13 @@ def build_dag(pipeline: Pipeline) -> DAG:
             previous = built.group
             sync_ids += built.sync_task_ids
             label_ids += built.label_task_ids
-            for kind, task_ids in built.action_task_ids.items():
-                action_ids.setdefault(kind, []).extend(task_ids)
+            block_ids += built.block_task_ids
         summary = RunSummaryOperator(
             task_id="summary",
             project=pipeline.project,
             sync_task_ids=sync_ids,
             label_task_ids=label_ids,
-            action_task_ids=action_ids,
-            trigger_rule="none_failed",  # a skipped deployment (quality gate) is reported
+            block_task_ids=block_ids,
             doc_md="Adds up this run's step results, attaches the project's items per label "
             "and category, stores the summary (`edgeloop summary "
             f"{pipeline.id}`) and logs it.",

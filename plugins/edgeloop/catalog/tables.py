@@ -233,3 +233,52 @@ portal_uploads = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),  # new | replaced | unchanged
     sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+# -- transformation blocks as pipeline steps (migration 0005) -----------------------------
+# The incremental ledger: one row per (pipeline, step, unit) — a unit is an item, a file of
+# an item or the standalone run — with the hashes it was last run with and its outcome.
+
+block_ledger = sa.Table(
+    "block_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("pipeline_id", sa.String(250), nullable=False),
+    sa.Column("step", sa.String(250), nullable=False),  # the step's group id
+    sa.Column("unit", sa.Text, nullable=False),  # "item:12", "item:12:file:a.csv", "standalone"
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id")),
+    sa.Column("block_sha", sa.String(64), nullable=False),  # the block folder's content
+    sa.Column("params_sha", sa.String(64), nullable=False),
+    sa.Column("inputs_sha", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # ok | failed
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("tail", sa.Text),  # the last lines of output of a failure
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("pipeline_id", "step", "unit", name="uq_block_ledger_unit"),
+)
+
+# A run's plan of one block step: the units of each batch (the mapped tasks get batch ids).
+block_batches = sa.Table(
+    "block_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("pipeline_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("step", sa.String(250), nullable=False),
+    sa.Column("batch", sa.Integer, nullable=False),
+    sa.Column("units", sa.Text, nullable=False),  # JSON list of unit descriptions
+    sa.Column("result", sa.Text),  # JSON counts once the batch ran
+    sa.UniqueConstraint("pipeline_id", "run_id", "step", "batch", name="uq_block_batches_batch"),
+)
+
+# The items a run's block steps created or changed (the summary's checklist counts).
+block_changes = sa.Table(
+    "block_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("pipeline_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False),
+    sa.UniqueConstraint("pipeline_id", "run_id", "item_id", name="uq_block_changes_item"),
+)

@@ -42,8 +42,8 @@ NOT_BUILT_PIPELINE_FIELDS = {
     "addresses in 'emailRecipients'",
     "projectId": "the reference platform's numeric project id is not used; "
     "name the project with 'project'",
-    "dataset": "a pipeline-level dataset is not used; block steps (not built yet) "
-    "name their datasets themselves",
+    "dataset": "a pipeline-level dataset is not used; block steps name "
+    "their datasets themselves (outputDatasetName, the filter)",
 }
 # Step-level fields that belong to custom transformation-block steps only.
 BLOCK_STEP_FIELDS = (
@@ -56,6 +56,7 @@ BLOCK_STEP_FIELDS = (
     "uploadType",
     "outputDatasetName",
     "outputDatasetPathRule",
+    "awsConnId",
 )
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 120
@@ -283,7 +284,7 @@ def _step_errors(step: dict, where: str, file: str) -> list[ConfigError]:
                     path=f"{where}.transformationBlockId",
                 )
             )
-        return errors
+        return errors + _block_step_errors(step, where, file)
     if not isinstance(block, dict):
         return [
             ConfigError(
@@ -393,6 +394,44 @@ def _action_order_errors(steps: list[Any], base: str, file: str) -> list[ConfigE
     return errors
 
 
+def _block_step_errors(step: dict, where: str, file: str) -> list[ConfigError]:
+    """A transformation-block step's upload settings fit together."""
+    errors: list[ConfigError] = []
+    if step.get("uploadType") == "project":
+        for key in ("outputDatasetName", "outputDatasetPathRule"):
+            if key in step:
+                errors.append(
+                    ConfigError(
+                        f"'{key}' goes with uploadType 'dataset'; a 'project' upload writes "
+                        "the pipeline's project",
+                        file=file,
+                        path=f"{where}.{key}",
+                    )
+                )
+        return errors
+    for key in ("category", "label"):
+        if key in step:
+            errors.append(
+                ConfigError(
+                    f"'{key}' goes with uploadType 'project'",
+                    file=file,
+                    path=f"{where}.{key}",
+                    expected="uploadType 'project'",
+                    value=step.get("uploadType", "dataset"),
+                )
+            )
+    if "outputDatasetName" not in step:
+        errors.append(
+            ConfigError(
+                "a transformation-block step that uploads to a dataset needs "
+                "'outputDatasetName' (the input items' own dataset adds the outputs to them)",
+                file=file,
+                path=f"{where}.outputDatasetName",
+            )
+        )
+    return errors
+
+
 def _has_userinfo(url: str) -> bool:
     try:
         return "@" in (urlsplit(url).netloc or "")
@@ -458,6 +497,7 @@ def _step(raw: dict[str, Any], where: str) -> Step:
             output_dataset_path_rule=raw.get("outputDatasetPathRule"),
             category=raw.get("category"),
             label=raw.get("label"),
+            aws_conn_id=raw.get("awsConnId", "aws_default"),
         )
     block = raw["builtinTransformationBlock"]
     if block["type"] == "project-action":

@@ -94,6 +94,8 @@ class BlockStep:
     output_dataset_path_rule: str | None = None
     category: str | None = None
     label: str | None = None
+    # the Airflow connection that reads the step's s3:// parameter values (mounted folders)
+    aws_conn_id: str = "aws_default"
 
 
 Step = ImportStep | ProjectActionStep | BlockStep

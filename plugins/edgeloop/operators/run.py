@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -21,15 +21,14 @@ class RunSummaryOperator(PipelineTaskOperator):
         project: str,
         sync_task_ids: Sequence[str] = (),
         label_task_ids: Sequence[str] = (),
-        action_task_ids: Mapping[str, Sequence[str]] | None = None,
+        block_task_ids: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.project = project
         self.sync_task_ids = list(sync_task_ids)
         self.label_task_ids = list(label_task_ids)
-        # project actions: kind (explorer, retrain, deploy, approval, publish, version) -> ids
-        self.action_task_ids = {k: list(v) for k, v in (action_task_ids or {}).items()}
+        self.block_task_ids = list(block_task_ids)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from edgeloop.summary import format_summary, summarize
@@ -42,10 +41,7 @@ class RunSummaryOperator(PipelineTaskOperator):
             context["run_id"],
             sync_results=[ti.xcom_pull(task_ids=t) for t in self.sync_task_ids],
             label_results=[ti.xcom_pull(task_ids=t) for t in self.label_task_ids],
-            action_results={
-                kind: [ti.xcom_pull(task_ids=t) for t in task_ids]
-                for kind, task_ids in self.action_task_ids.items()
-            },
+            block_results=[ti.xcom_pull(task_ids=t) for t in self.block_task_ids],
         )
         for line in format_summary(summary).splitlines():
             self.log.info("%s", line)
