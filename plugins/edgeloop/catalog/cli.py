@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON array, with the files")
     p.add_argument("--deleted", action="store_true", help="include deleted items")
+    p.add_argument(
+        "--checklist",
+        action="store_true",
+        help="each item's checklist: ✔/✘ overall (ei_check) and per check (ei_check_*)",
+    )
     p.set_defaults(handler=cmd_items)
 
     p = subparsers.add_parser("stats", help="item counts per label and category")
@@ -52,6 +57,12 @@ def cmd_items(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, default=str, indent=1))
         return 0
+    if args.checklist:
+        for r in rows:
+            name = r["name"] if args.dataset else f"{r['dataset']}/{r['name']}"
+            print(checklist_line(name, r["metadata"]))
+        print(f"{len(rows)} item(s)", file=sys.stderr)
+        return 0
     for r in rows:
         deleted = " (deleted)" if r["deleted_at"] else ""
         line = (
@@ -65,6 +76,20 @@ def cmd_items(args: argparse.Namespace) -> int:
         print(line + deleted)
     print(f"{len(rows)} item(s)", file=sys.stderr)
     return 0
+
+
+def _mark(value: object) -> str:
+    return "✔" if str(value) == "1" else "✘"
+
+
+def checklist_line(name: str, metadata: dict[str, str]) -> str:
+    """``NAME  ✔|✘  ✔ check ✘ check ...`` (ei_check overall, then each ei_check_KEY)."""
+    checks = sorted(k for k in metadata if k.startswith("ei_check_"))
+    if "ei_check" not in metadata and not checks:
+        return f"{name}  (no checklist)"
+    overall = _mark(metadata["ei_check"]) if "ei_check" in metadata else "?"
+    marks = "  ".join(f"{_mark(metadata[k])} {k[len('ei_check_') :]}" for k in checks)
+    return f"{name}  {overall}  {marks}".rstrip()
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
