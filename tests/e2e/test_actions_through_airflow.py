@@ -1,0 +1,202 @@
+"""The seed's project actions through Airflow (`airflow dags test`) on an image project:
+a never-trained project fails the retrain with the seed's message; after `edgeloop train`,
+the seed's five-step pipeline explores, retrains (quality gate passed), versions and builds
+a verified int8 zip; the version restores byte for byte; a dataset polluted with
+mislabeled items retrains to a model that is stored but not promoted, and no zip is built.
+
+The tests run in file order on one project (each states what it adds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeloop_dev.devenv import digit_objects
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "tests" / "fixtures" / "pipelines" / "seed_example.json"
+PREFIX = "digits/"
+CONN_ID = "e2e_actions_s3"
+PROJECT = "acts"
+OBJECTS = digit_objects(per_label=14, unlabeled=6)
+MORE = digit_objects(per_label=2, unlabeled=2, start=14)
+EXPLORER = "refresh_data_explorer.refresh_data_explorer"
+RETRAIN = "retrain_model.retrain_model"
+VERSION = "create_new_version.create_version"
+DEPLOY = "create_on_device_deployment_c_library.build_binary"
+
+
+def _import_step(bucket: str) -> dict:
+    return {
+        "name": f"Fetch data from s3://{bucket}/{PREFIX}",
+        "builtinTransformationBlock": {
+            "type": "s3-to-project",
+            "path": f"s3://{bucket}/{PREFIX}",
+            "awsConnId": CONN_ID,
+            "category": "split",
+            "labelStrategy": "infer-from-folder-name",
+        },
+    }
+
+
+def _seed_config(bucket: str) -> dict:
+    """The seed's five steps verbatim, the import pointed at the test's bucket."""
+    steps = json.loads(SEED.read_text())
+    steps[0] = _import_step(bucket)
+    return {"id": "acts", "name": "seed actions", "project": PROJECT, "steps": steps}
+
+
+@pytest.fixture(scope="module")
+def env(airflow_env, s3_server):
+    client = s3_server.client()
+    bucket = "e2e-actions"
+    client.create_bucket(Bucket=bucket)
+    for key, body in OBJECTS.items():
+        client.put_object(Bucket=bucket, Key=PREFIX + key, Body=body)
+    airflow_env.add_s3_connection(CONN_ID, s3_server.endpoint)
+    retrain_only = {
+        "id": "acts-untrained",
+        "name": "retrain before any training",
+        "project": PROJECT,
+        "steps": [
+            _import_step(bucket),
+            {
+                "name": "Retrain model",
+                "builtinTransformationBlock": {"type": "project-action", "retrainModel": True},
+            },
+        ],
+    }
+    airflow_env.add_pipeline("acts-untrained.json", retrain_only)
+    airflow_env.add_pipeline("acts.json", _seed_config(bucket))
+    airflow_env.client, airflow_env.bucket = client, bucket
+    return airflow_env
+
+
+def _states(env, dag_id: str) -> dict[str, str]:
+    runs = env.airflow_json("dags", "list-runs", dag_id)
+    run_id = max(runs, key=lambda r: r["logical_date"] or r["run_after"])["run_id"]
+    rows = env.airflow_json("tasks", "states-for-dag-run", dag_id, run_id)
+    return {r["task_id"]: r["state"] for r in rows}
+
+
+def _catalog(env):
+    from edgeloop.catalog.store import Catalog
+
+    return Catalog(f"sqlite:///{env.edgeloop_home / 'catalog.db'}")
+
+
+def test_retrain_of_a_never_trained_project_fails_with_the_seeds_message(env) -> None:
+    env.airflow("dags", "test", "acts-untrained", check=False)
+    states = _states(env, "acts-untrained")
+    assert states[RETRAIN] == "failed" and states["summary"] == "upstream_failed"
+    log = env.log.read_text()
+    assert "You will need to have trained your project at least once" in log
+    assert f"edgeloop train {PROJECT} --impulse include/impulses/" in log
+    assert len(json.loads(env.edgeloop("items", PROJECT, "--json"))) == len(OBJECTS)
+
+
+def test_seed_pipeline_explores_retrains_versions_and_builds_a_verified_zip(
+    env, tmp_path: Path
+) -> None:
+    impulse = json.loads((REPO / "include" / "impulses" / "digits.json").read_text())
+    impulse["learning"]["epochs"] = 6
+    (tmp_path / "digits.json").write_text(json.dumps(impulse))
+    first = json.loads(
+        env.edgeloop("train", PROJECT, "--impulse", str(tmp_path / "digits.json"), "--json")
+    )
+    assert first["model"] == 1
+    for key, body in MORE.items():  # new data in the bucket
+        env.client.put_object(Bucket=env.bucket, Key=PREFIX + key, Body=body)
+
+    env.airflow("dags", "test", "acts")
+    states = _states(env, "acts")
+    for task in (EXPLORER, RETRAIN, VERSION, DEPLOY, "summary"):
+        assert states[task] == "success", (task, states)
+    summary = json.loads(env.edgeloop("summary", "acts", "--json"))
+    assert summary["sync"]["new"] == len(MORE)
+    training = summary["training"]
+    assert training["model"] == 2 and training["promoted"]
+    assert training["test_accuracy"] > 0.5 and training["validation_accuracy"] > 0.5
+    gate = summary["quality_gate"]
+    assert gate["passed"] and gate["current_model"] == 1 and gate["max_drop"] == 0.01
+    assert gate["new_test_accuracy"] == training["test_accuracy"]
+    # the explorer ran before the retrain: the map is model 1's, the new items placed in it
+    explorer = summary["explorer"]
+    assert explorer["points"] == len(OBJECTS) + len(MORE)
+    assert Path(explorer["png"]).read_bytes().startswith(b"\x89PNG")
+    assert summary["version"] == 1
+    dep = summary["deployment"]
+    assert (dep["number"], dep["model"], dep["model_type"], dep["published"]) == (
+        1,
+        2,
+        "int8",
+        True,
+    )
+    assert dep["verification"].startswith("bit-exact against tflite-micro")
+    assert dep["verification"].endswith("(max |diff| 0)")
+    with zipfile.ZipFile(dep["zip"]) as zf:
+        assert any(n.endswith("model_metadata.h") for n in zf.namelist())
+    deployments = json.loads(env.edgeloop("deployments", PROJECT, "--json"))
+    assert [(d["number"], d["current"]) for d in deployments] == [(1, True)]
+    models = json.loads(env.edgeloop("models", PROJECT, "--json"))
+    assert [(m["number"], m["current"]) for m in models] == [(1, False), (2, True)]
+    versions = json.loads(env.edgeloop("versions", PROJECT, "--json"))
+    assert len(versions) == 1 and versions[0]["run_id"] == summary["run_id"]
+
+
+def test_version_restore_reproduces_every_file_byte_for_byte(env, tmp_path: Path) -> None:
+    out = tmp_path / "v1"
+    env.edgeloop("version", "restore", PROJECT, "1", "--to", str(out))
+    items = {r["name"]: r for r in json.loads(env.edgeloop("items", PROJECT, "--json"))}
+    objects = {**OBJECTS, **MORE}
+    assert sorted(items) == sorted(objects)
+    for name, data in objects.items():
+        item = items[name]
+        folder = f"{item['category']}/{item['label']}" if item["label"] else "unlabeled"
+        assert (out / folder / Path(name).name).read_bytes() == data, name
+    restored = [p for p in out.rglob("*.png") if "artifacts" not in p.relative_to(out).parts]
+    assert len(restored) == len(objects)
+    sums = (out / "SHA256SUMS").read_text().splitlines()
+    for line in sums:
+        sha, rel = line.split("  ", 1)
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == sha, rel
+    assert {"model.keras", "impulse.json", "pipeline.json", "explorer.png"} <= {
+        p.name for p in (out / "artifacts").iterdir()
+    }
+    assert json.loads((out / "artifacts" / "pipeline.json").read_text())["id"] == "acts"
+
+
+def test_polluted_dataset_is_not_promoted_and_builds_no_zip(env) -> None:
+    from edgeloop.catalog.tables import items
+
+    catalog = _catalog(env)
+    rows = [r for r in catalog.list_items(PROJECT) if r["category"] == "training" and r["label"]]
+    rng = np.random.default_rng(7)
+    with catalog.begin() as conn:
+        for i in rng.permutation(len(rows))[: int(len(rows) * 0.7)]:
+            r = rows[int(i)]
+            wrong = str((int(r["label"]) + 1 + int(i) % 9) % 10)
+            conn.execute(items.update().where(items.c.id == r["id"]).values(label=wrong))
+
+    env.airflow("dags", "test", "acts")
+    states = _states(env, "acts")
+    assert states[RETRAIN] == "success" and states[DEPLOY] == "skipped", states
+    assert states[VERSION] == "success" and states["summary"] == "success", states
+    summary = json.loads(env.edgeloop("summary", "acts", "--json"))
+    assert summary["training"]["model"] == 3 and not summary["training"]["promoted"]
+    gate = summary["quality_gate"]
+    assert not gate["passed"] and "not promoted" in gate["reason"]
+    assert summary["deployment"]["skipped"].startswith("model 3 did not pass the quality gate")
+    models = json.loads(env.edgeloop("models", PROJECT, "--json"))
+    assert [(m["number"], m["current"]) for m in models] == [(1, False), (2, True), (3, False)]
+    deployments = json.loads(env.edgeloop("deployments", PROJECT, "--json"))
+    assert [(d["number"], d["current"]) for d in deployments] == [(1, True)]
+    assert summary["version"] == 2  # the version still records the run (model 2 current)
