@@ -183,6 +183,17 @@ def main() -> int:
             f"{second['listed']} and imported only the {second['new']} added ones "
             f"({second['unchanged']} unchanged)."
         )
+        # the research pipeline: block steps over the catalog (scripts/demo_health.py)
+        from demo_health import run_health_study
+
+        say(
+            "[+] research pipeline: airflow dags test health-study (sorter → checklist → "
+            "combiner → RMS) ..."
+        )
+        t_study = time.monotonic()
+        if not run_health_study(env, log_path, server.client(), say):
+            return 1
+        say(f"      done in {time.monotonic() - t_study:.1f} s")
     except KeyboardInterrupt:
         say("\ninterrupted; stopping what the demo started")
         return 130
