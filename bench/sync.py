@@ -8,7 +8,9 @@ server process). Measured side by side in one run:
   store, vs ``aws s3 sync`` of the same prefix to an empty local folder (awscli
   from PyPI, its default settings), vs ``rclone copy`` (Debian's rclone, 16
   transfers, ``force_path_style = true``), vs the physical floor: a bare
-  concurrent GET of every object with boto3 (16 threads, no hashing, no catalog);
+  concurrent GET of every object with boto3 through the same client (the source's
+  hook: same config, same connection pool) and as many threads as the sync's
+  ``concurrency`` (16), no hashing, no files, no catalog;
 - no-change re-sync: ``sync_source`` again (everything unchanged), vs a bare
   paginated ListObjectsV2 of the prefix with boto3 (best of three each).
 
@@ -79,8 +81,10 @@ def rclone_copy(endpoint: str, dest: Path, work: Path) -> float | None:
         f"secret_access_key = testing\nendpoint = {endpoint}\nregion = us-east-1\n"
         "force_path_style = true\n"
     )
+    # rclone refuses to start with a CA bundle variable set (AWS_CA_BUNDLE and the like)
     env = {k: v for k, v in os.environ.items() if not k.endswith("CA_BUNDLE")}
-    env.pop("SSL_CERT_FILE", None)  # rclone refuses to start with a CA bundle variable set
+    env.pop("SSL_CERT_FILE", None)
+    env.pop("SSL_CERT_DIR", None)
     argv = [exe, "--config", str(conf), "copy", f"bench:{BUCKET}/{PREFIX}", str(dest)]
     t0 = time.perf_counter()
     subprocess.run([*argv, "--transfers", "16", "--checkers", "16", "-q"], env=env, check=True)
@@ -211,10 +215,14 @@ def main() -> int:
             )
             for o in page.get("Contents", ())
         ]
-        bare_s, got = timed(lambda: bare_get(server.client(), keys))
+        # The same client as the sync (its config: retries, pool size, checksum mode) and
+        # the same number of threads: the difference is what the sync adds to each GET.
+        bare_client = S3Source(spec).client
+        bare_s, got = timed(lambda: bare_get(bare_client, keys, workers=spec.concurrency))
         report(
             f"full sync   bare boto3 GETs      : {bare_s:8.2f} s  "
-            f"({got / bare_s:,.0f} objects/s; 16 threads, no hashing, no catalog)"
+            f"({got / bare_s:,.0f} objects/s; {spec.concurrency} threads, the sync's client, "
+            "no hashing, no catalog)"
         )
 
         # No-change re-sync vs a bare listing (best of three each, interleaved).

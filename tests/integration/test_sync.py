@@ -350,6 +350,45 @@ def test_a_failing_request_is_retried_by_botocore_only(home, s3_client, s3_bucke
     assert len(by_name()) == 40
 
 
+def test_botocore_checks_a_crc_only_where_the_etag_is_no_md5(
+    home, s3_client, s3_bucket, conn_id
+) -> None:
+    """A single-part object is verified by our own MD5 (no second checksum over the same
+    bytes); a multipart one, whose ETag is no MD5, asks botocore to check its CRC."""
+    part = os.urandom(5 << 20)
+    key = PREFIX + "m/multi.npy"
+    up = s3_client.create_multipart_upload(Bucket=s3_bucket, Key=key, ChecksumAlgorithm="CRC32")
+    parts = []
+    for n, body in ((1, part), (2, b"tail")):
+        sent = s3_client.upload_part(
+            Bucket=s3_bucket,
+            Key=key,
+            UploadId=up["UploadId"],
+            PartNumber=n,
+            Body=body,
+            ChecksumAlgorithm="CRC32",
+        )
+        parts.append({"PartNumber": n, **{k: sent[k] for k in ("ETag", "ChecksumCRC32")}})
+    s3_client.complete_multipart_upload(
+        Bucket=s3_bucket, Key=key, UploadId=up["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    put(s3_client, s3_bucket, {"m/single.npy": b"single"})
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    modes: dict[str, bytes | None] = {}
+
+    def before_send(request, **kw):
+        path = unquote(urlsplit(request.url).path.split("/", 2)[2])
+        modes[path] = request.headers.get("x-amz-checksum-mode")
+
+    source.client.meta.events.register("before-send.s3.GetObject", before_send)
+    assert sync(imp, source=source)["new"] == 2
+    assert modes == {key: b"ENABLED", PREFIX + "m/single.npy": None}
+    got = by_name()
+    assert got["m/multi.npy"]["sha256"] == hashlib.sha256(part + b"tail").hexdigest()
+    assert got["m/single.npy"]["sha256"] == hashlib.sha256(b"single").hexdigest()
+
+
 def test_a_broken_stream_is_fetched_again_a_bounded_number_of_times(
     home, s3_client, s3_bucket, conn_id
 ) -> None:

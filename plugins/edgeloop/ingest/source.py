@@ -101,6 +101,11 @@ class Fetched:
     blob: str
 
 
+def _is_md5(etag: str) -> bool:
+    """A single-part object's ETag is the MD5 of its bytes (a multipart one ends in -N)."""
+    return len(etag) == 32 and "-" not in etag
+
+
 class ChecksumError(SourceError):
     """The bytes received do not match the listing (size or MD5)."""
 
@@ -150,12 +155,14 @@ class S3Source:
             "retries": {"mode": "standard", "total_max_attempts": REQUEST_ATTEMPTS},
             "connect_timeout": 10,
             "read_timeout": 60,
+            # The download verifies size and MD5 itself while it hashes; botocore's own
+            # CRC check is asked for per GET only where the ETag is no MD5 (see _get).
+            "response_checksum_validation": "when_required",
         }
         if gs:  # the XML API takes SigV4 with HMAC keys but no flexible checksums
             options |= {
                 "s3": {"addressing_style": "path"},
                 "request_checksum_calculation": "when_required",
-                "response_checksum_validation": "when_required",
             }
         config = Config(**options)
         region = spec.region or ("auto" if gs else None)
@@ -225,12 +232,8 @@ class S3Source:
             raise self.error("list", exc) from exc
         return int(page.get("KeyCount", 0))
 
-    def download(self, obj: Listed, blobs: BlobStore) -> Fetched:
-        """Fetch one object into the blob store; errors name the object.
-
-        A request error has already been retried by botocore; only a broken body or
-        bytes that do not match the listing are fetched again (tenacity).
-        """
+    @cached_property
+    def _retrying(self):  # -> tenacity.Retrying (its per-call state is thread-local)
         from tenacity import (
             Retrying,
             retry_if_exception_type,
@@ -238,17 +241,26 @@ class S3Source:
             wait_exponential,
         )
 
-        retrying = Retrying(
+        return Retrying(
             stop=stop_after_attempt(STREAM_ATTEMPTS),
             wait=wait_exponential(multiplier=0.2, max=5),
             retry=retry_if_exception_type((StreamError, ChecksumError)),
             before_sleep=lambda rs: log.warning(
-                "fetching %s again after: %s", self.spec.url(obj.key), rs.outcome.exception()
+                "fetching %s again after: %s",
+                self.spec.url(rs.args[0].key),
+                rs.outcome.exception(),
             ),
             reraise=True,
         )
+
+    def download(self, obj: Listed, blobs: BlobStore) -> Fetched:
+        """Fetch one object into the blob store; errors name the object.
+
+        A request error has already been retried by botocore; only a broken body or
+        bytes that do not match the listing are fetched again (tenacity).
+        """
         try:
-            return retrying(self._fetch_once, obj, blobs)
+            return self._retrying(self._fetch_once, obj, blobs)
         except SourceError as exc:
             raise SourceError(f"{self.spec.url(obj.key)}: {exc}") from exc
         except OSError as exc:
@@ -261,13 +273,20 @@ class S3Source:
 
     def _fetch_once(self, obj: Listed, blobs: BlobStore) -> Fetched:
         from botocore.exceptions import (
+            FlexibleChecksumError,
             IncompleteReadError,
             ReadTimeoutError,
             ResponseStreamingError,
         )
         from urllib3.exceptions import HTTPError
 
-        body = self.client.get_object(Bucket=self.spec.bucket, Key=obj.key)["Body"]
+        md5_etag = _is_md5(obj.etag)
+        if md5_etag or self.spec.scheme == "gs":  # MD5 verified below (GCS: no CRC offered)
+            body = self.client.get_object(Bucket=self.spec.bucket, Key=obj.key)["Body"]
+        else:  # a multipart object: botocore checks its full-object CRC if it has one
+            body = self.client.get_object(
+                Bucket=self.spec.bucket, Key=obj.key, ChecksumMode="ENABLED"
+            )["Body"]
         sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
         temp, out = blobs.open_temp()
         try:
@@ -285,9 +304,11 @@ class S3Source:
                     HTTPError,
                 ) as exc:
                     raise StreamError(f"the download broke after {size} bytes: {exc}") from exc
+                except FlexibleChecksumError as exc:
+                    raise ChecksumError(str(exc)) from exc
                 if size != obj.size:
                     raise ChecksumError(f"got {size} bytes, the listing said {obj.size}")
-                if "-" not in obj.etag and len(obj.etag) == 32 and md5.hexdigest() != obj.etag:
+                if md5_etag and md5.hexdigest() != obj.etag:
                     raise ChecksumError(
                         f"MD5 {md5.hexdigest()} does not match the listed ETag {obj.etag}"
                     )

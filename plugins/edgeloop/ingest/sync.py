@@ -1,10 +1,11 @@
 """Incremental sync of one source into a project's dataset (plain function ``sync_source``).
 
 The source prefix is listed and compared with the catalog's ledger for that source
-(key, ETag, size); only new or changed objects are downloaded, in a bounded thread
-pool (streamed to a temp file while hashing, size and MD5 verified), moved into the
-blob store and recorded in batched transactions. A crash leaves at most orphan blobs;
-a re-run finishes the rest.
+(key, ETag, size); only new or changed objects are downloaded, by ``concurrency``
+threads fed from the listing as it goes (streamed to a temp file while hashing, size
+and MD5 verified), moved into the blob store and recorded in batched transactions by
+one writer thread while the downloads go on. A crash leaves at most orphan blobs; a
+re-run finishes the rest.
 
 Concurrency: the database holds each distinct content once per project (a unique
 index over the live items' ``(dataset_id, sha256)``) and each source key once; rows
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import queue
+import threading
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
 import sqlalchemy as sa
@@ -28,12 +31,14 @@ import sqlalchemy as sa
 from edgeloop.catalog.store import Catalog
 from edgeloop.catalog.tables import files, items, now, source_objects
 from edgeloop.errors import SourceError
-from edgeloop.ingest.source import Fetched, S3Source, SourceSpec, describe
+from edgeloop.ingest.source import Fetched, Listed, S3Source, SourceSpec, describe
 from edgeloop.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
+LOOKAHEAD = 2000  # listed objects queued ahead of the downloads (the next page's request
+# then overlaps them)
 SYNC_KEYS = (
     "listed",
     "new",
@@ -410,39 +415,60 @@ def sync_source(
     log.info("syncing %s into project %s (run %s)", spec.uri, project, run_id)
 
     failures: list[str] = []
-    pending: list[Fetched] = []
+    recorded: Counter[str] = Counter()  # the writer's counts (stats belongs to the lister)
     fetched = 0
-    no_space = False
+    no_space = threading.Event()  # a download found the disk full: stop listing
+    stop = threading.Event()  # drop what is queued (downloads under way finish)
+    todo: queue.Queue[Listed | None] = queue.Queue(maxsize=max(LOOKAHEAD, spec.concurrency))
+    done: queue.SimpleQueue[Fetched | BaseException | None] = queue.SimpleQueue()
 
-    def flush() -> None:
-        if pending:
-            for key, n in _record(catalog, ledger, dataset_id, spec, pending, failures).items():
-                stats[key] += n
-            pending.clear()
-
-    def collect(finished: set[Future[Fetched]]) -> None:
-        nonlocal fetched, no_space
-        for fut in finished:
+    def fetch() -> None:  # one of spec.concurrency download threads
+        while (obj := todo.get()) is not None:
+            if stop.is_set():
+                continue
             try:
-                pending.append(fut.result())
-                fetched += 1
+                done.put(source.download(obj, blobs))
             except Exception as exc:
-                failures.append(str(exc))
-                log.error("%s", exc)
-                no_space = no_space or _no_space(exc)
-        if len(pending) >= BATCH:
-            flush()
-            log.info(
-                "progress: %s listed, %s fetched, %s failed",
-                stats["listed"],
-                fetched,
-                len(failures),
-            )
+                if _no_space(exc):
+                    no_space.set()
+                    stop.set()
+                done.put(exc)
+
+    def record() -> None:  # the one catalog writer: batches commit while downloads go on
+        nonlocal fetched
+        pending: list[Fetched] = []
+        while True:
+            got = done.get()
+            if isinstance(got, Fetched):
+                pending.append(got)
+                fetched += 1
+            elif got is not None:
+                failures.append(str(got))
+                log.error("%s", got)
+            if got is None:
+                if pending:
+                    recorded.update(_record(catalog, ledger, dataset_id, spec, pending, failures))
+                return
+            if len(pending) >= BATCH:
+                recorded.update(_record(catalog, ledger, dataset_id, spec, pending, failures))
+                pending = []
+                log.info(
+                    "progress: %s listed, %s fetched, %s failed",
+                    stats["listed"],
+                    fetched,
+                    len(failures),
+                )
 
     seen: set[str] = set()
-    window: set[Future[Fetched]] = set()
-    # Downloads start while the listing goes on; at most concurrency*4 are in flight.
-    with ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="sync") as pool:
+    # Downloads start while the listing goes on (up to LOOKAHEAD objects ahead of them).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-record") as writer:
+        recording = writer.submit(record)
+        threads = [
+            threading.Thread(target=fetch, name=f"sync-fetch-{i}", daemon=True)
+            for i in range(spec.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
         try:
             for obj in source.list():
                 stats["listed"] += 1
@@ -453,30 +479,34 @@ def sync_source(
                     continue
                 seen.add(obj.key)
                 if "\x00" in obj.key:
-                    failures.append(
-                        f"{spec.url(obj.key)}: the key holds a NUL character, which the "
-                        "catalog cannot store; rename the object"
+                    done.put(
+                        SourceError(
+                            f"{spec.url(obj.key)}: the key holds a NUL character, which the "
+                            "catalog cannot store; rename the object"
+                        )
                     )
-                    log.error("%s", failures[-1])
                     continue
                 known = ledger.objects.get(obj.key)
                 if known is not None and known.etag == obj.etag and known.size == obj.size:
                     stats["unchanged"] += 1
                     continue
-                window.add(pool.submit(source.download, obj, blobs))
-                if len(window) >= spec.concurrency * 4:
-                    finished, window = wait(window, return_when=FIRST_COMPLETED)
-                    collect(finished)
-                if no_space:
+                todo.put(obj)
+                if no_space.is_set():
                     break
-        finally:  # a listing error still commits what was fetched
-            if no_space:
-                for fut in window:
-                    fut.cancel()
-            collect({f for f in wait(window)[0] if not f.cancelled()})
-            flush()
+        except BaseException:  # a listing error: commit what was fetched, drop the queue
+            stop.set()
+            raise
+        finally:
+            for _ in threads:
+                todo.put(None)
+            for thread in threads:
+                thread.join()
+            done.put(None)
+            recording.result()
+    for key, n in recorded.items():
+        stats[key] += n
 
-    if not no_space:
+    if not no_space.is_set():
         gone = sorted(
             key for key, row in ledger.items.items() if row.deleted_at is None and key not in seen
         )
@@ -489,7 +519,7 @@ def sync_source(
     stats["failed"] = len(failures)
     for line in format_sync(spec.uri, stats, time.monotonic() - started):
         log.info("%s", line)
-    if no_space:
+    if no_space.is_set():
         raise SourceError(
             f"stopped syncing {spec.uri}: no space left for downloads in {blobs.tmp} "
             f"({len(failures)} object(s) failed, the others are stored; free space and "

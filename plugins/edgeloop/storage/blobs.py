@@ -13,6 +13,7 @@ import errno
 import fcntl
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -30,6 +31,10 @@ TEMP_PREFIX = "dl-"
 STALE_AFTER_S = 60.0
 
 
+_names = random.Random()  # temp names (O_EXCL: a collision is a retry)
+os.register_at_fork(after_in_child=_names.seed)  # a forked task must not repeat its parent
+
+
 def relpath(sha256: str) -> str:
     return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
@@ -41,6 +46,7 @@ class BlobStore:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._dirs: set[str] = set()  # blob folders known to exist (saves a mkdir per put)
 
     @staticmethod
     def from_settings() -> BlobStore:
@@ -61,9 +67,26 @@ class BlobStore:
         drops it when its holder dies (see ``remove_stale_temp``). Call ``put`` before
         closing the file.
         """
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix=TEMP_PREFIX)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return Path(name), os.fdopen(fd, "wb")
+        # What tempfile.mkstemp does, minus its per-call getpid and path normalising: the
+        # sync opens one per object.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        for _ in range(100):
+            name = f"{self.tmp}/{TEMP_PREFIX}{_names.getrandbits(64):016x}"
+            try:
+                fd = os.open(name, flags, 0o600)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary name", str(self.tmp))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # An explicit buffer size: no isatty() probe of a file we just created.
+            return Path(name), os.fdopen(fd, "wb", buffering=1 << 16)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
 
     def remove_stale_temp(self, *, older_than: float = STALE_AFTER_S) -> int:
         """Remove partial downloads of dead processes: temp files that nobody holds
@@ -94,12 +117,21 @@ class BlobStore:
         If the blob is already there the temp file is dropped: content is stored once.
         """
         rel = relpath(sha256)
-        dest = self.root / rel
-        if dest.exists():
+        dest = f"{self.root}/{rel}"
+        if os.path.exists(dest):
             temp.unlink(missing_ok=True)
             return rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, dest)
+        folder = rel[:5]
+        if folder not in self._dirs:
+            os.makedirs(f"{self.root}/{folder}", exist_ok=True)
+            self._dirs.add(folder)
+        try:
+            os.replace(temp, dest)
+        except FileNotFoundError:  # the folder was removed meanwhile
+            if not os.path.exists(temp):
+                raise
+            os.makedirs(f"{self.root}/{folder}", exist_ok=True)
+            os.replace(temp, dest)
         return rel
 
     def exists(self, sha256: str) -> bool:
