@@ -25,9 +25,11 @@ def verification_text(verification: dict[str, Any] | None) -> str | None:
     """A deployment's verification in one phrase: ``bit-exact on 60 samples (max |diff| 0)``."""
     if not verification:
         return None
+    diff = verification.get("max_abs_diff")
+    shown = f"{diff:g}" if isinstance(diff, int | float) else diff
     return (
         f"{verification.get('rule')} against {verification.get('reference')} on "
-        f"{verification.get('samples')} samples (max |diff| {verification.get('max_abs_diff')})"
+        f"{verification.get('samples')} samples (max |diff| {shown})"
     )
 
 
