@@ -463,12 +463,8 @@ def sync_source(
     # Downloads start while the listing goes on (up to LOOKAHEAD objects ahead of them).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-record") as writer:
         recording = writer.submit(record)
-        threads = [
-            threading.Thread(target=fetch, name=f"sync-fetch-{i}", daemon=True)
-            for i in range(spec.concurrency)
-        ]
-        for thread in threads:
-            thread.start()
+        threads: list[threading.Thread] = []  # started with the first download (a re-sync
+        # with no change starts none)
         try:
             for obj in source.list():
                 stats["listed"] += 1
@@ -490,6 +486,12 @@ def sync_source(
                 if known is not None and known.etag == obj.etag and known.size == obj.size:
                     stats["unchanged"] += 1
                     continue
+                while len(threads) < spec.concurrency:
+                    thread = threading.Thread(
+                        target=fetch, name=f"sync-fetch-{len(threads)}", daemon=True
+                    )
+                    thread.start()
+                    threads.append(thread)
                 todo.put(obj)
                 if no_space.is_set():
                     break
