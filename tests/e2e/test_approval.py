@@ -131,6 +131,10 @@ def _summary(running_airflow) -> dict:
 def _run_until_awaiting(running_airflow, api: Api) -> str:
     run_id = running_airflow.rest.trigger(PROJECT)
     api.wait_state(run_id, APPROVE_TASK, "awaiting_input")
+    # An answer within a second of the pause races the executor's event for the paused
+    # process (Airflow 3.3 then marks the re-queued task failed, "state changed
+    # externally"); a person never answers that fast: give the scheduler a moment.
+    time.sleep(8)
     return run_id
 
 
