@@ -94,13 +94,14 @@ def checklist_line(name: str, metadata: dict[str, str]) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from edgeloop.catalog.store import Catalog
+    from edgeloop.summary import shown_counts
 
-    counts = Catalog.from_settings().counts(args.dataset)
+    counts = shown_counts(Catalog.from_settings().counts(args.dataset))
     if args.json:
         print(json.dumps(counts, indent=1))
         return 0
     print(f"project {args.dataset}: {sum(counts['label'].values())} item(s)")
     for kind in ("label", "category"):
         for key, n in counts[kind].items():
-            print(f"  {kind:<9} {key or '(none)':<20} {n}")
+            print(f"  {kind:<9} {key:<20} {n}")
     return 0
