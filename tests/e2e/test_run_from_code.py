@@ -138,10 +138,28 @@ def edgeloop(airflow, *args: str, timeout: float = 900) -> subprocess.CompletedP
 
 
 def test_run_wait_prints_each_task_and_the_summary(airflow, receiver: Receiver) -> None:
-    proc = edgeloop(airflow, "run", "rfc_ok", "--wait", "--poll", "1")
+    proc = edgeloop(
+        airflow,
+        "run",
+        "rfc_ok",
+        "--wait",
+        "--poll",
+        "1",
+        "--ignore-last-successful-run",
+        "--conf",
+        "n=3",
+    )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr + airflow.logs_tail()
     run_id = re.search(r"triggered run (\S+) of rfc_ok", out).group(1)
+    from airflow_client.client.api.dag_run_api import DagRunApi
+
+    from edgeloop.runs.client import api_client
+    from edgeloop.settings import get_settings
+
+    with api_client(get_settings(airflow.env)) as client:
+        conf = DagRunApi(client).get_dag_run("rfc_ok", run_id).conf
+    assert conf == {"ignoreLastSuccessfulRun": True, "n": 3}
     for task in ("import.verify_source", "import.sync", "import.label", "summary", "publish"):
         assert re.search(rf"^  {re.escape(task)} +success", out, re.M), (task, out)
     assert re.search(r"^  notify +success", out, re.M), out
