@@ -8,7 +8,12 @@
 3. ``airflow dags test demo`` (verify_source → sync → label → summary), then
    the run summary (``edgeloop summary demo``);
 4. a few objects added to the bucket, a second run, and a check that only
-   those were imported.
+   those were imported;
+5. the project trained once (``edgeloop train demo --impulse
+   include/impulses/digits.json``), then the seed's five-step pipeline
+   (``include/pipelines/demo-actions.json``): sync → explorer → retrain →
+   version → int8 zip, and what it made (accuracies, version, zip and its
+   verification, the explorer PNG).
 
 Airflow's own output goes to ``$AIRFLOW_HOME/demo.log``; on failure its tail is
 printed and the exit code is non-zero. Everything started here is stopped on
@@ -46,6 +51,8 @@ PREFIX = "digits/"
 CONN_ID = "edgeloop_demo_s3"
 PER_LABEL = 20
 UNLABELED = 10
+ACTIONS_PIPELINE = "demo-actions"  # the seed's five-step JSON (include/pipelines/)
+IMPULSE = "include/impulses/digits.json"
 
 
 def say(text: str = "") -> None:
@@ -55,7 +62,7 @@ def say(text: str = "") -> None:
 class Step:
     """Print a numbered step and its duration."""
 
-    total = 5
+    total = 7
     number = 0
 
     def __init__(self, text: str) -> None:
@@ -99,6 +106,53 @@ def run_pipeline(env: dict[str, str], log_path: Path) -> dict:
     for line in text.rstrip().splitlines():
         say(f"      {line}")
     return json.loads(edgeloop_cli("summary", PIPELINE, "--json", env=env, log_path=log_path))
+
+
+def run_actions(env: dict[str, str], log_path: Path) -> dict:
+    """`airflow dags test demo-actions`; its run summary."""
+    run_logged(
+        [bin_path("airflow"), "dags", "test", ACTIONS_PIPELINE],
+        env=env,
+        log_path=log_path,
+        timeout=900,
+    )
+    return json.loads(
+        edgeloop_cli("summary", ACTIONS_PIPELINE, "--json", env=env, log_path=log_path)
+    )
+
+
+def report_actions(summary: dict) -> bool:
+    """Print what the project actions made; False when a part is missing."""
+    training = summary.get("training") or {}
+    gate = summary.get("quality_gate") or {}
+    deployment = summary.get("deployment") or {}
+    explorer = summary.get("explorer") or {}
+    say(
+        f"      retrained model {training.get('model')}: validation accuracy "
+        f"{training.get('validation_accuracy', float('nan')):.4f}, test accuracy "
+        f"{training.get('test_accuracy', float('nan')):.4f}"
+    )
+    say(f"      quality gate {'passed' if gate.get('passed') else 'FAILED'}: {gate.get('reason')}")
+    say(f"      version {summary.get('version')}")
+    if "skipped" in deployment:
+        say(f"      deployment skipped: {deployment['skipped']}")
+    else:
+        say(f"      int8 C++ library zip: {deployment.get('zip')}")
+        say(f"      verification: {deployment.get('verification')}")
+    say(f"      data explorer PNG: {explorer.get('png')}")
+    missing = [
+        name
+        for name, value in (
+            ("training", training),
+            ("version", summary.get("version")),
+            ("deployment zip", deployment.get("zip")),
+            ("explorer PNG", explorer.get("png")),
+        )
+        if not value
+    ]
+    if missing:
+        say("      MISSING: " + ", ".join(missing))
+    return not missing
 
 
 def sync_counts(summary: dict) -> dict[str, int]:
@@ -183,6 +237,27 @@ def main() -> int:
             f"{second['listed']} and imported only the {second['new']} added ones "
             f"({second['unchanged']} unchanged)."
         )
+
+        with Step(f"train project {PIPELINE} once: edgeloop train {PIPELINE} --impulse {IMPULSE}"):
+            trained = json.loads(
+                edgeloop_cli(
+                    "train", PIPELINE, "--impulse", str(REPO_ROOT / IMPULSE), "--json",
+                    env=env, log_path=log_path,
+                )
+            )  # fmt: skip
+            say(
+                f"      model {trained['model']}: validation accuracy "
+                f"{trained['metrics']['validation_accuracy']:.4f}, test accuracy "
+                f"{trained['metrics']['test_accuracy']:.4f}"
+            )
+
+        with Step(
+            f"run 3: airflow dags test {ACTIONS_PIPELINE} (the seed's five steps: sync → "
+            "explorer → retrain → version → int8 zip)"
+        ):
+            actions = run_actions(env, log_path)
+        if not report_actions(actions):
+            return 1
         # the research pipeline: block steps over the catalog (scripts/demo_health.py)
         from demo_health import run_health_study
 
