@@ -31,6 +31,13 @@ from edgeloop.config import (
     load_pipelines,
 )
 from edgeloop.errors import ConfigError
+from edgeloop.operators.actions import (
+    DeployOperator,
+    ExplorerOperator,
+    PublishDeploymentOperator,
+    RetrainOperator,
+    VersionOperator,
+)
 from edgeloop.operators.ingest import LabelOperator, S3SyncOperator, VerifySourceOperator
 from edgeloop.operators.notify import NotifyOperator
 from edgeloop.operators.run import InvalidConfigOperator, PublishOperator, RunSummaryOperator
@@ -80,6 +87,8 @@ class StepTasks:
     group: TaskGroup
     sync_task_ids: list[str] = field(default_factory=list)
     label_task_ids: list[str] = field(default_factory=list)
+    # project actions: kind (explorer, retrain, deploy, approval, publish, version) -> task ids
+    action_task_ids: dict[str, list[str]] = field(default_factory=dict)
     block_task_ids: list[str] = field(default_factory=list)
 
 
@@ -156,16 +165,144 @@ def _build_import(pipeline: Pipeline, step: Step, group_id: str, common: dict) -
     return StepTasks(group, [sync.task_id], [label.task_id])
 
 
-def _refuse_actions(pipeline: Pipeline, step: Step) -> list[ConfigError]:
+# The tasks of a project-action step, in their order: the map is drawn with the current
+# model (extended, not refit), the deployment is of the model retrained in this run, the
+# version comes last so it holds this step's deployment; approval/publish branch off the
+# build (the version does not wait for a person).
+ACTION_TASKS = (
+    ("refresh_data_explorer", "explorer"),
+    ("retrain_model", "retrain"),
+    ("build_binary", "deploy"),
+    ("create_version", "version"),
+)
+
+
+def action_task_ids(step: ProjectActionStep) -> list[str]:
+    """The task ids (within its group) of a project-action step's actions, in order."""
+    asked = {
+        "explorer": step.refresh_data_explorer,
+        "retrain": step.retrain_model,
+        "deploy": step.build_binary is not None,
+        "version": step.create_version,
+    }
+    return [task_id for task_id, kind in ACTION_TASKS if asked[kind]]
+
+
+def _action_ids_before(pipeline: Pipeline, step: ProjectActionStep) -> tuple[str | None, list]:
+    """The retrain task the step's deployment uses (this step's or the latest earlier one)
+    and the deploy tasks of the earlier steps (their deployments go into a version)."""
+    groups = group_ids(pipeline.steps)
+    index = next(i for i, s in enumerate(pipeline.steps) if s is step)
+    retrain: str | None = None
+    deploys: list[str] = []
+    for other, gid in zip(pipeline.steps[: index + 1], groups, strict=False):
+        if isinstance(other, ProjectActionStep):
+            if other.retrain_model:
+                retrain = f"{gid}.retrain_model"
+            if other.build_binary is not None and other is not step:
+                deploys.append(f"{gid}.build_binary")
+    return retrain, deploys
+
+
+def _build_actions(pipeline: Pipeline, step: Step, group_id: str, common: dict) -> StepTasks:
+    """explorer → retrain → build_binary (→ approve_deployment → publish_deployment) →
+    version, each task only when the step asks for it."""
     assert isinstance(step, ProjectActionStep)
-    return [
-        ConfigError(
-            f"project action '{action}' is not built yet; built step types: s3-to-project",
-            file=pipeline.source_file,
-            path=f"{step.where}.builtinTransformationBlock.{action}",
-        )
-        for action in step.actions
-    ]
+    from itertools import pairwise
+
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    project = pipeline.project
+    retrain_id, deploy_ids = _action_ids_before(pipeline, step)
+    # after a skipped deployment (quality gate) the later actions still run
+    args = {"project": project, "trigger_rule": "none_failed", **common}
+    ids: dict[str, list[str]] = {}
+    with TaskGroup(group_id=group_id, tooltip=step.name) as group:
+        chain: list = []
+        if step.refresh_data_explorer:
+            chain.append(
+                ExplorerOperator(
+                    task_id="refresh_data_explorer",
+                    doc_md=f"Extends project `{project}`'s data explorer map (t-SNE of the "
+                    "current model's embeddings; new items placed without moving the old "
+                    "ones), writes the PNG, per-item points and label suggestions.",
+                    **args,
+                )
+            )
+            ids["explorer"] = [chain[-1].task_id]
+        if step.retrain_model:
+            chain.append(
+                RetrainOperator(
+                    task_id="retrain_model",
+                    max_drop=step.max_drop,
+                    doc_md=f"Retrains project `{project}` with its current model's impulse; "
+                    "the new model becomes current only if its test accuracy is at least the "
+                    f"current model's (re-evaluated on the same data) minus {step.max_drop} "
+                    "(qualityGate.maxDrop). Fails at once if the project was never trained.",
+                    **args,
+                )
+            )
+            ids["retrain"] = [chain[-1].task_id]
+        deploy = None
+        if step.build_binary is not None:
+            assert retrain_id is not None  # the loader refuses buildBinary without retrain
+            deploy = DeployOperator(
+                task_id="build_binary",
+                retrain_task_id=retrain_id,
+                model_type=step.model_type,
+                require_approval=step.require_approval,
+                doc_md=f"Builds the verified {step.model_type} C++ library (zip) of the model "
+                f"`{retrain_id}` retrained; skipped when that model did not pass the quality "
+                "gate. "
+                + (
+                    "Published after `approve_deployment`."
+                    if step.require_approval
+                    else "Published as the project's current deployment."
+                ),
+                **args,
+            )
+            chain.append(deploy)
+            ids["deploy"] = [deploy.task_id]
+            deploy_ids.append(f"{group_id}.build_binary")
+        if step.create_version:
+            chain.append(
+                VersionOperator(
+                    task_id="create_version",
+                    deploy_task_ids=deploy_ids,
+                    doc_md=f"Creates an immutable version of project `{project}` (items, "
+                    "this config, the current model, the explorer map, this run's "
+                    "deployments); once per run.",
+                    **args,
+                )
+            )
+            ids["version"] = [chain[-1].task_id]
+        for upstream, downstream in pairwise(chain):
+            upstream >> downstream
+        if deploy is not None and step.require_approval:
+            approve = ApprovalOperator(
+                task_id="approve_deployment",
+                subject=f"Publish the new {step.model_type} deployment of project {project}?",
+                body="Deployment {{ ti.xcom_pull(task_ids='" + deploy.task_id + "')"
+                "['deployment'] }} of model {{ ti.xcom_pull(task_ids='" + deploy.task_id + "')"
+                "['model'] }}: accuracy {{ ti.xcom_pull(task_ids='" + deploy.task_id + "')"
+                "['accuracy'] }}, zip {{ ti.xcom_pull(task_ids='" + deploy.task_id + "')"
+                "['zip'] }}.\n\nApprove to publish it as the project's current deployment; "
+                "reject to keep the current one.",
+                retries=0,
+                doc_md="Waits for a person (Browse → Required Actions, or the REST API's "
+                "hitlDetails) to approve the deployment; a rejection skips the publication.",
+            )
+            publish = PublishDeploymentOperator(
+                task_id="publish_deployment",
+                deploy_task_id=deploy.task_id,
+                doc_md="Publishes the approved deployment as the project's current one.",
+                project=project,
+                **common,
+            )
+            deploy >> approve >> publish
+            ids["approval"] = [approve.task_id]
+            ids["publish"] = [publish.task_id]
+    return StepTasks(group, action_task_ids=ids)
 
 
 def _check_block(pipeline: Pipeline, step: Step) -> list[ConfigError]:
@@ -299,7 +436,7 @@ def _build_block(pipeline: Pipeline, step: Step, group_id: str, common: dict) ->
 # The closed registry: every step type of the model, and how it becomes tasks.
 STEP_BUILDERS: dict[type, StepBuilder] = {
     ImportStep: StepBuilder(check=_no_errors, build=_build_import),
-    ProjectActionStep: StepBuilder(check=_refuse_actions, build=None),
+    ProjectActionStep: StepBuilder(check=_no_errors, build=_build_actions),
     BlockStep: StepBuilder(check=_check_block, build=_build_block),
 }
 
@@ -425,6 +562,8 @@ def build_dag(pipeline: Pipeline) -> DAG:
     first_task_id = f"{groups[0]}." + (
         "plan" if isinstance(pipeline.steps[0], BlockStep) else "verify_source"
     )
+    if isinstance(pipeline.steps[0], ProjectActionStep):
+        first_task_id = f"{groups[0]}.{action_task_ids(pipeline.steps[0])[0]}"
     common = {
         "pipeline_id": pipeline.id,
         "config_file": pipeline.source_file,
@@ -452,6 +591,7 @@ def build_dag(pipeline: Pipeline) -> DAG:
         sync_ids: list[str] = []
         label_ids: list[str] = []
         block_ids: list[str] = []
+        action_ids: dict[str, list[str]] = {}
         previous: TaskGroup | None = None
         for step, group_id in zip(pipeline.steps, groups, strict=True):
             built = STEP_BUILDERS[type(step)].build(pipeline, step, group_id, common)
@@ -461,12 +601,16 @@ def build_dag(pipeline: Pipeline) -> DAG:
             sync_ids += built.sync_task_ids
             label_ids += built.label_task_ids
             block_ids += built.block_task_ids
+            for kind, task_ids in built.action_task_ids.items():
+                action_ids.setdefault(kind, []).extend(task_ids)
         summary = RunSummaryOperator(
             task_id="summary",
             project=pipeline.project,
             sync_task_ids=sync_ids,
             label_task_ids=label_ids,
             block_task_ids=block_ids,
+            action_task_ids=action_ids,
+            trigger_rule="none_failed",  # a skipped deployment (quality gate) is reported
             doc_md="Adds up this run's step results, attaches the project's items per label "
             "and category, stores the summary (`edgeloop summary "
             f"{pipeline.id}`) and logs it.",

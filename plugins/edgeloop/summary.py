@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgeloop.ingest.sync import SYNC_KEYS
@@ -31,6 +31,7 @@ def summarize(
     sync_results: Sequence[dict[str, Any] | None] = (),
     label_results: Sequence[dict[str, Any] | None] = (),
     block_results: Sequence[dict[str, Any] | None] = (),
+    action_results: Mapping[str, Sequence[dict[str, Any] | None]] | None = None,
     catalog=None,  # edgeloop.catalog.store.Catalog
 ) -> dict[str, Any]:
     """Add up the results of a run's steps, attach dataset counts, record the run."""
@@ -68,8 +69,70 @@ def summarize(
         summary["blocks"] = blocks
         # newChecklistOK / newChecklistFail: over the items this run created or changed
         summary["checklist"] = checklist_counts(catalog, pipeline_id, run_id)
+    summary.update(action_summary(action_results or {}))
     catalog.record_run(pipeline_id, run_id, project, summary)
     return summary
+
+
+def _last(results: Sequence[dict[str, Any] | None] | None) -> dict[str, Any] | None:
+    done = [r for r in results or () if r]
+    return done[-1] if done else None
+
+
+def action_summary(results: Mapping[str, Sequence[dict[str, Any] | None]]) -> dict[str, Any]:
+    """The project actions' keys of the summary, from their tasks' results (None: the task
+    was skipped or did not run): ``training``, ``quality_gate``, ``explorer``, ``version``,
+    ``deployment`` (with ``skipped`` and the reason when the quality gate stopped it)."""
+    out: dict[str, Any] = {}
+    retrain = _last(results.get("retrain"))
+    if retrain:
+        out["training"] = {
+            "model": retrain["model"],
+            "validation_accuracy": retrain["validation_accuracy"],
+            "test_accuracy": retrain["test_accuracy"],
+            "promoted": retrain["promoted"],
+        }
+        gate = retrain["gate"]
+        out["quality_gate"] = {
+            "passed": gate["passed"],
+            "reason": gate["reason"],
+            "max_drop": gate["max_drop"],
+            "current_model": gate["current_model"],
+            "current_test_accuracy": gate["current_test_accuracy"],
+            "new_test_accuracy": gate["new_test_accuracy"],
+        }
+    explorer = _last(results.get("explorer"))
+    if explorer:
+        keys = ("map", "png", "png_sha", "points", "new", "suggestions")
+        out["explorer"] = {k: explorer.get(k) for k in keys}
+    deploy = _last(results.get("deploy"))
+    if deploy:
+        from edgeloop.operators.actions import verification_text
+
+        deployment = {
+            "number": deploy["deployment"],
+            "model": deploy["model"],
+            "model_type": deploy["model_type"],
+            "zip": deploy["zip"],
+            "zip_sha": deploy["zip_sha"],
+            "verification": verification_text(deploy.get("verification")),
+            "accuracy": deploy.get("accuracy"),
+            "published": deploy["published"],
+        }
+        if deploy.get("require_approval"):
+            published = _last(results.get("publish"))
+            deployment["published"] = bool(published)
+            deployment["approval"] = "approved" if published else "rejected (not published)"
+        out["deployment"] = deployment
+    elif results.get("deploy") and retrain and not retrain["promoted"]:
+        out["deployment"] = {
+            "skipped": f"model {retrain['model']} did not pass the quality gate: "
+            f"{retrain['gate']['reason']}"
+        }
+    version = _last(results.get("version"))
+    if version:
+        out["version"] = version["version"]
+    return out
 
 
 def changes(summary: dict[str, Any]) -> dict[str, int]:
@@ -122,6 +185,39 @@ def format_summary(summary: dict[str, Any]) -> str:
         "items per category",
         {(k or NO_CATEGORY): v for k, v in summary.get("items_per_category", {}).items()},
     )
+    lines += _action_lines(summary)
     for warning in summary.get("warnings", ()):
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)
+
+
+def _action_lines(summary: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if training := summary.get("training"):
+        lines.append(
+            f"  model {training['model']}: validation accuracy "
+            f"{training['validation_accuracy']:.4f}, test accuracy {training['test_accuracy']:.4f}"
+        )
+    if gate := summary.get("quality_gate"):
+        lines.append(f"  quality gate {'passed' if gate['passed'] else 'FAILED'}: {gate['reason']}")
+    if explorer := summary.get("explorer"):
+        lines.append(
+            f"  explorer map {explorer['map']}: {explorer['points']} points, {explorer['new']} "
+            f"new, {explorer['suggestions']} suggestion(s); PNG {explorer['png']}"
+        )
+    if (version := summary.get("version")) is not None:
+        lines.append(f"  version {version}")
+    if deployment := summary.get("deployment"):
+        if "skipped" in deployment:
+            lines.append(f"  deployment skipped: {deployment['skipped']}")
+        else:
+            lines.append(
+                f"  deployment {deployment['number']} ({deployment['model_type']}, model "
+                f"{deployment['model']}): {deployment['zip']}"
+            )
+            lines.append(f"  verification: {deployment['verification']}")
+            state = deployment.get("approval") or (
+                "published" if deployment["published"] else "not published"
+            )
+            lines.append(f"  deployment {deployment['number']}: {state}")
+    return lines

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -22,6 +22,7 @@ class RunSummaryOperator(PipelineTaskOperator):
         sync_task_ids: Sequence[str] = (),
         label_task_ids: Sequence[str] = (),
         block_task_ids: Sequence[str] = (),
+        action_task_ids: Mapping[str, Sequence[str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -29,6 +30,8 @@ class RunSummaryOperator(PipelineTaskOperator):
         self.sync_task_ids = list(sync_task_ids)
         self.label_task_ids = list(label_task_ids)
         self.block_task_ids = list(block_task_ids)
+        # project actions: kind (explorer, retrain, deploy, approval, publish, version) -> ids
+        self.action_task_ids = {k: list(v) for k, v in (action_task_ids or {}).items()}
 
     def execute(self, context: Context) -> dict[str, Any]:
         from edgeloop.summary import format_summary, summarize
@@ -42,6 +45,10 @@ class RunSummaryOperator(PipelineTaskOperator):
             sync_results=[ti.xcom_pull(task_ids=t) for t in self.sync_task_ids],
             label_results=[ti.xcom_pull(task_ids=t) for t in self.label_task_ids],
             block_results=[ti.xcom_pull(task_ids=t) for t in self.block_task_ids],
+            action_results={
+                kind: [ti.xcom_pull(task_ids=t) for t in task_ids]
+                for kind, task_ids in self.action_task_ids.items()
+            },
         )
         for line in format_summary(summary).splitlines():
             self.log.info("%s", line)
