@@ -283,6 +283,10 @@ def main() -> int:
         f"Explore: source {airflow_home}/env.sh; .venv/bin/edgeloop items {PIPELINE} "
         "(or stats, summary); `make up` for the web UI."
     )
+    port = os.environ.get("EDGELOOP_UI_PORT", "8080")
+    say(
+        f"After `make up`, the project page: http://localhost:{port}/edgeloop/projects?project={PIPELINE}"
+    )
     return 0
 
 
