@@ -5,8 +5,9 @@ A small block (operatesOn file: reads its input, works ``--seconds`` — a sleep
 shared cores do not skew the comparison — writes one output and an ei-metadata.json) is
 run over 40 catalog items:
 
-- as a pipeline step: a one-step pipeline, ``airflow dags test --use-executor`` (the
-  LocalExecutor runs the mapped batches side by side, ``transformationParallel`` 4); the
+- as a pipeline step: a one-step pipeline, ``airflow dags test --use-executor`` with an
+  ``airflow api-server`` for the task processes (the LocalExecutor runs the mapped
+  batches side by side, ``transformationParallel`` 4); the
   step's time is its span in the metadata DB, from the start of ``plan`` to the end of
   ``collect`` (selecting, batching, materializing from the blob store, running, ingesting
   the outputs and metadata), without Airflow's own start-up;
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-from edgeloop_dev.devenv import airflow_environ, bin_path, run_logged, tail
+from edgeloop_dev.devenv import airflow_environ, bin_path, free_port, run_logged, tail, wait_http
 
 BLOCK = "bench-block"
 PARAMETERS = {
@@ -129,12 +130,16 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="edgeloop-bench-blocks-"))
+    api: subprocess.Popen | None = None
     try:
+        port = free_port()
         pipelines = root / "pipelines"
         pipelines.mkdir()
         env = {
             **os.environ,
-            **airflow_environ(root / "airflow", pipelines_dir=pipelines, edgeloop_home=root / "el"),
+            **airflow_environ(
+                root / "airflow", pipelines_dir=pipelines, edgeloop_home=root / "el", api_port=port
+            ),
             "EDGELOOP_BLOCKS_PATH": str(root / "blocks"),
             "EDGELOOP_BLOCK_VENVS": str(root / "venvs"),
             "AIRFLOW__CORE__PARALLELISM": str(max(8, args.parallel * 2)),
@@ -190,6 +195,15 @@ def main() -> int:
             f"{args.parallel}) ...",
             flush=True,
         )
+        # the LocalExecutor's task processes talk to the api-server's execution API
+        with open(log, "ab") as out:
+            api = subprocess.Popen(
+                [bin_path("airflow"), "api-server", "-p", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_http(f"http://localhost:{port}/api/v2/monitor/health", timeout=120)
         t0 = time.monotonic()
         run_logged(
             [bin_path("airflow"), "dags", "test", "--use-executor", "bench_blocks"],
@@ -213,6 +227,12 @@ def main() -> int:
         print(f"blocks_dag_vs_direct={dag_s / direct_s:.2f}")
         return 0
     finally:
+        if api is not None:
+            api.terminate()
+            try:
+                api.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                api.kill()
         if args.keep:
             print(f"kept {root}", file=sys.stderr)
         else:
