@@ -287,6 +287,34 @@ def test_add_change_delete_are_exact(home, s3_client, s3_bucket, conn_id) -> Non
     assert "a/8.png" not in by_name() and len(by_name()) == 11
 
 
+def test_a_changed_object_updates_only_its_own_file_of_the_item(
+    home, s3_client, s3_bucket, conn_id
+) -> None:
+    """A block may have added files to a synced item: a changed source object replaces
+    the synced file only."""
+    from edgeloop.catalog.store import Catalog
+    from edgeloop.catalog.tables import files
+
+    put(s3_client, s3_bucket, {"a/1.png": b"one"})
+    imp = make_import(s3_bucket, conn_id)
+    run(imp)
+    item = by_name()["a/1.png"]
+    with Catalog.from_settings().begin() as conn:
+        conn.execute(
+            files.insert().values(
+                item_id=item["id"],
+                name="added.csv",
+                sha256="0" * 64,
+                size=3,
+                blob_path="00/00/" + "0" * 64,
+            )
+        )
+    put(s3_client, s3_bucket, {"a/1.png": b"one, changed"})
+    assert run(imp)[0]["updated"] == 1
+    got = {f["name"]: f["sha256"] for f in by_name()["a/1.png"]["files"]}
+    assert got == {"1.png": hashlib.sha256(b"one, changed").hexdigest(), "added.csv": "0" * 64}
+
+
 def test_deletions_are_ignored_by_default_and_counted_as_gone(
     home, s3_client, s3_bucket, conn_id, caplog
 ) -> None:

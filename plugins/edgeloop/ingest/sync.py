@@ -160,9 +160,9 @@ class _Batch:
             self.stats["duplicates"] += 1
             self.placed.append((f, other))
             return
-        conn.execute(
+        conn.execute(  # the synced file only: files a block added to the item stay
             files.update()
-            .where(files.c.item_id == item_id)
+            .where((files.c.item_id == item_id) & (files.c.name == PurePosixPath(f.obj.key).name))
             .values(sha256=f.sha256, size=f.obj.size, blob_path=f.blob)
         )
         self.stats["updated"] += 1
