@@ -182,8 +182,7 @@ def make_secrets() -> dict[str, str]:
     }
 
 
-def create_databases(peers: LocalPeers) -> None:
-    """Fresh metadata and catalog databases on the local PostgreSQL server."""
+def _reset_databases(peers: LocalPeers, *, create: bool) -> None:
     import psycopg2
 
     host, _, port = peers.postgres.partition(":")
@@ -194,22 +193,18 @@ def create_databases(peers: LocalPeers) -> None:
     with admin.cursor() as cur:
         for db in (peers.metadata_db, peers.catalog_db):
             cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{db}"')
+            if create:
+                cur.execute(f'CREATE DATABASE "{db}"')
     admin.close()
+
+
+def create_databases(peers: LocalPeers) -> None:
+    """Fresh metadata and catalog databases on the local PostgreSQL server."""
+    _reset_databases(peers, create=True)
 
 
 def drop_databases(peers: LocalPeers) -> None:
-    import psycopg2
-
-    host, _, port = peers.postgres.partition(":")
-    admin = psycopg2.connect(
-        host=host, port=int(port), user=peers.postgres_user, dbname="postgres", connect_timeout=5
-    )
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        for db in (peers.metadata_db, peers.catalog_db):
-            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    admin.close()
+    _reset_databases(peers, create=False)
 
 
 @dataclass
