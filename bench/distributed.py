@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -48,6 +49,8 @@ def _config(pid: str, prefix: str, project: str) -> dict:
 
 
 def main() -> int:
+    # SIGTERM still stops the stack's processes (they run in sessions of their own).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     server = S3Server(log_path=work / "moto.log").start()
     stack = peers = None
