@@ -61,3 +61,13 @@ def test_no_server_errors(case, api_key: str) -> None:
             response_schema_conformance,
         ],
     )
+
+
+def test_an_out_of_range_row_id_is_a_422_naming_the_field(edgeloop_home: Path) -> None:
+    """Found by the fuzzer: 2**63 as a portal id reached SQLite and raised (a 500)."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(APP)
+    r = client.post("/edgeloop/portal/9223372036854775808/files", files={"files": ("a", b"x")})
+    assert r.status_code == 422, r.text
+    assert "portal_id" in r.text

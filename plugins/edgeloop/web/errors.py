@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Path
+
 from edgeloop.errors import EdgeloopError
+
+# A row id in a URL: bounded as the databases' BIGINT, so an out-of-range number is a
+# 422 naming the field instead of a driver error.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a row id")]
 
 
 class WebError(EdgeloopError):

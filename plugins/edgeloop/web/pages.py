@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from edgeloop.web.errors import NotFound, WebError
+from edgeloop.web.errors import NotFound, RowId, WebError
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +356,7 @@ def make_router(*, authenticate: bool = True) -> APIRouter:
         )
 
     @router.get("/items/{item_id}", name="item")
-    def item_page(request: Request, item_id: int) -> HTMLResponse:
+    def item_page(request: Request, item_id: RowId) -> HTMLResponse:
         from edgeloop.catalog.filter import compile_filter, find_items
 
         catalog = _catalog()
@@ -461,7 +461,7 @@ def make_router(*, authenticate: bool = True) -> APIRouter:
         )
 
     @router.get("/deployments/{project}/{number}.zip", name="deployment_zip")
-    def deployment_zip(project: str, number: int) -> Response:
+    def deployment_zip(project: str, number: RowId) -> Response:
         from edgeloop.errors import TrainingError
 
         try:
@@ -476,7 +476,7 @@ def make_router(*, authenticate: bool = True) -> APIRouter:
         )
 
     @router.get("/deployments/{project}/{number}/report", name="deployment_report")
-    def deployment_report(project: str, number: int) -> Response:
+    def deployment_report(project: str, number: RowId) -> Response:
         from edgeloop.errors import TrainingError
         from edgeloop.training import registry
 

@@ -24,7 +24,7 @@ from edgeloop.catalog.store import Catalog
 from edgeloop.catalog.tables import now, portal_uploads, portals
 from edgeloop.errors import EdgeloopError
 from edgeloop.ingest.labeling import clean_label
-from edgeloop.web.errors import AuthError, NotFound, WebError
+from edgeloop.web.errors import AuthError, NotFound, RowId, WebError
 from edgeloop.web.keys import hash_secret
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ Token = Annotated[str | None, Query(description="the token from the portal's lin
 
 
 @router.get("/{portal_id}", response_class=HTMLResponse, include_in_schema=False)
-def portal_page(request: Request, portal_id: int, token: Token = None) -> HTMLResponse:
+def portal_page(request: Request, portal_id: RowId, token: Token = None) -> HTMLResponse:
     from edgeloop.web.pages import render
 
     portal = check_token(Catalog.from_settings(), portal_id, token)
@@ -222,7 +222,7 @@ def portal_page(request: Request, portal_id: int, token: Token = None) -> HTMLRe
     },
 )
 def portal_upload(
-    portal_id: int,
+    portal_id: RowId,
     files: Annotated[list[UploadFile], File(description="files to upload")],
     token: Token = None,
     paths: Annotated[list[str] | None, Form(description="relative paths (folders)")] = None,
