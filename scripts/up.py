@@ -121,6 +121,12 @@ def main() -> int:
             f"local S3 server {server.endpoint}: {len(keys)} digit PNGs in "
             f"s3://{BUCKET}/{PREFIX} (Airflow connection {CONN_ID})"
         )
+        # The research pipeline's source (include/pipelines/health-study.json).
+        from demo_health import BUCKET as STUDY_BUCKET
+        from demo_health import upload_study
+
+        subjects = upload_study(server.client())
+        say(f"  and a health study of {len(subjects)} subjects in s3://{STUDY_BUCKET}/")
 
         say(f"starting airflow standalone (output in {log_path}) ...")
         with open(log_path, "ab") as out:
