@@ -47,6 +47,17 @@ def s3_bucket(s3_client) -> str:
 
 
 @pytest.fixture
+def conn_id(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh Airflow connection (environment variable) to the session's S3 server."""
+    from edgeloop_dev.devenv import s3_connection_environ
+
+    name = f"s3_{uuid.uuid4().hex[:8]}"
+    for key, value in s3_connection_environ(name, s3_server.endpoint).items():
+        monkeypatch.setenv(key, value)
+    return name
+
+
+@pytest.fixture
 def edgeloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh edgeloop home (SQLite catalog, local blobs) with its catalog migrated."""
     from edgeloop.catalog.store import upgrade

@@ -5,8 +5,6 @@ blocks' folders as items; s3:// parameters mounted."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,23 +25,6 @@ CSV = {
     "walk/s2.csv": b"x,y,z\n2,2,2\n8,1,1\n",
     "run/s3.csv": b"x,y,z\n0.5,1,1\n3,3,3\n",
 }
-
-
-@pytest.fixture
-def conn_id(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"s3_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{name.upper()}",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
-            }
-        ),
-    )
-    return name
 
 
 @pytest.fixture

@@ -67,23 +67,6 @@ def pg_url() -> Iterator[str]:
         admin.close()
 
 
-@pytest.fixture
-def conn_id(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"s3_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{name.upper()}",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
-            }
-        ),
-    )
-    return name
-
-
 @dataclass(frozen=True)
 class Import:
     """One import step's arguments, as the operators pass them."""

@@ -57,23 +57,6 @@ for r, job in enumerate(rounds):
 """
 
 
-@pytest.fixture
-def conn_id(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"s3_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{name.upper()}",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
-            }
-        ),
-    )
-    return name
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def catalog_url(request, edgeloop_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The home's SQLite catalog, or a fresh PostgreSQL database; migrated."""
