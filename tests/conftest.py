@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,53 @@ def conn_id(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     for key, value in s3_connection_environ(name, s3_server.endpoint).items():
         monkeypatch.setenv(key, value)
     return name
+
+
+PG_HOST = "127.0.0.1"  # the test PostgreSQL server: port 5432, user postgres, trust auth
+
+
+@contextmanager
+def fresh_pg_database(*, migrate: bool = False) -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, dropped (connections closed) at the
+    end; yields its SQLAlchemy URL. ``migrate`` brings it to the newest catalog schema.
+    Skips the test when psycopg2 or the server is missing."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(
+            host=PG_HOST, user="postgres", dbname="postgres", connect_timeout=3
+        )
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server on {PG_HOST}:5432: {exc}")
+    admin.autocommit = True
+    db = f"edgeloop_test_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql+psycopg2://postgres@{PG_HOST}/{db}"
+    try:
+        admin.cursor().execute(f"CREATE DATABASE {db}")
+        if migrate:
+            from edgeloop.catalog.store import upgrade
+
+            upgrade(url)
+        yield url
+    finally:
+        from edgeloop.catalog.store import engine_for
+
+        engine_for(url).dispose()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def new_pg_database() -> Callable[..., AbstractContextManager[str]]:
+    """``with new_pg_database() as url:`` a fresh PostgreSQL database (see
+    ``fresh_pg_database``); session-scoped, so module-scoped fixtures can use it."""
+    return fresh_pg_database
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (skipped without a server)."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,34 +16,13 @@ from edgeloop.catalog.tables import metadata
 from edgeloop_dev.devenv import bin_path
 
 
-def _pg_admin():
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(
-            host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3
-        )
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    return admin
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_url(request, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty catalog database (not migrated)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'catalog.db'}"
         return
-    admin = _pg_admin()
-    db = f"edgeloop_test_{uuid.uuid4().hex[:8]}"
-    admin.cursor().execute(f"CREATE DATABASE {db}")
-    url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
-    try:
-        yield url
-    finally:
-        engine_for(url).dispose()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        admin.close()
+    yield request.getfixturevalue("pg_url")
 
 
 def schema_diff(url: str) -> list:
@@ -111,33 +89,25 @@ def test_migration_0002_retires_duplicate_live_items(empty_url: str) -> None:
         assert list(ledger) == [("a.png", 1), ("b.png", 1), ("c.png", 3)]
 
 
-def test_four_concurrent_db_upgrades_leave_one_clean_schema(tmp_path: Path) -> None:
-    admin = _pg_admin()
-    db = f"edgeloop_test_{uuid.uuid4().hex[:8]}"
-    admin.cursor().execute(f"CREATE DATABASE {db}")
-    url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
+def test_four_concurrent_db_upgrades_leave_one_clean_schema(tmp_path: Path, pg_url: str) -> None:
+    url = pg_url
     env = {**os.environ, "EDGELOOP_CATALOG_URL": url, "EDGELOOP_HOME": str(tmp_path / "home")}
-    try:
-        procs = [
-            subprocess.Popen(
-                [bin_path("edgeloop"), "db", "upgrade"],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        outputs = [p.communicate(timeout=300)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0] * 4, outputs
-        upgraded = [o for o in outputs if "upgraded from None to" in o]
-        assert len(upgraded) == 1, outputs  # the others waited for the lock, then had nothing to do
-        assert sum("already at" in o for o in outputs) == 3
-        with engine_for(url).connect() as conn:
-            versions = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
-        assert versions == [(head_revision(),)]
-        assert schema_diff(url) == []
-    finally:
-        engine_for(url).dispose()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        admin.close()
+    procs = [
+        subprocess.Popen(
+            [bin_path("edgeloop"), "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outputs
+    upgraded = [o for o in outputs if "upgraded from None to" in o]
+    assert len(upgraded) == 1, outputs  # the others waited for the lock, then had nothing to do
+    assert sum("already at" in o for o in outputs) == 3
+    with engine_for(url).connect() as conn:
+        versions = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+    assert versions == [(head_revision(),)]
+    assert schema_diff(url) == []

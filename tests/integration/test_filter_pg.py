@@ -5,7 +5,6 @@ of the seed, every operator, injection attempts, and the `edgeloop items` comman
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,20 +161,10 @@ def fill(engine: sa.Engine) -> None:
                 )
 
 
-def _pg_admin():
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(
-            host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3
-        )
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    return admin
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def catalog(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.Engine]:
+def catalog(
+    request, tmp_path_factory: pytest.TempPathFactory, new_pg_database
+) -> Iterator[sa.Engine]:
     """The known catalog in a fresh, migrated database of each kind."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('filter') / 'catalog.db'}"
@@ -185,19 +174,10 @@ def catalog(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.En
         yield engine
         engine.dispose()
         return
-    admin = _pg_admin()
-    db = f"edgeloop_test_{uuid.uuid4().hex[:8]}"
-    admin.cursor().execute(f"CREATE DATABASE {db}")
-    try:
-        url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
-        upgrade(url)
+    with new_pg_database(migrate=True) as url:
         engine = engine_for(url)
         fill(engine)
         yield engine
-        engine.dispose()
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        admin.close()
 
 
 def names(rows: list[dict]) -> set[str]:

@@ -43,30 +43,6 @@ def home(edgeloop_home: Path) -> Path:
     return edgeloop_home
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database on 127.0.0.1 (skipped without a server)."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(
-            host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3
-        )
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    db = f"edgeloop_test_{uuid.uuid4().hex[:8]}"
-    admin.cursor().execute(f"CREATE DATABASE {db}")
-    url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
-    try:
-        yield url
-    finally:
-        from edgeloop.catalog.store import engine_for
-
-        engine_for(url).dispose()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        admin.close()
-
-
 @dataclass(frozen=True)
 class Import:
     """One import step's arguments, as the operators pass them."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from edgeloop.catalog.store import Catalog, engine_for, upgrade
+from edgeloop.catalog.store import Catalog, engine_for
 from edgeloop.catalog.tables import datasets, items, source_objects
 from edgeloop.ingest.source import SourceSpec
 from edgeloop.ingest.sync import sync_source
@@ -58,32 +58,18 @@ for r, job in enumerate(rounds):
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(request, edgeloop_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def catalog_url(
+    request, edgeloop_home: Path, monkeypatch: pytest.MonkeyPatch, new_pg_database
+) -> Iterator[str]:
     """The home's SQLite catalog, or a fresh PostgreSQL database; migrated."""
     if request.param == "sqlite":
         from edgeloop.settings import get_settings
 
         yield get_settings().catalog_url
         return
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(
-            host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3
-        )
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    db = f"edgeloop_test_{uuid.uuid4().hex[:8]}"
-    admin.cursor().execute(f"CREATE DATABASE {db}")
-    url = f"postgresql+psycopg2://postgres@127.0.0.1/{db}"
-    monkeypatch.setenv("EDGELOOP_CATALOG_URL", url)
-    try:
-        upgrade(url)
+    with new_pg_database(migrate=True) as url:
+        monkeypatch.setenv("EDGELOOP_CATALOG_URL", url)
         yield url
-    finally:
-        engine_for(url).dispose()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        admin.close()
 
 
 def content(i: int, j: int) -> bytes:
