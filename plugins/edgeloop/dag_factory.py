@@ -368,14 +368,24 @@ def _check_block(pipeline: Pipeline, step: Step) -> list[ConfigError]:
     return errors
 
 
+def block_slots(step: BlockStep) -> int:
+    """How many mapped instances a block step gets: one for a standalone block, else
+    ``transformationParallel`` capped by ``[core] max_map_length``. Reads the block's
+    parameters.json (checked by ``_check_block`` before)."""
+    from edgeloop.blocks.params import load_block_spec
+    from edgeloop.transform.blocks import find_block, operates_on
+    from edgeloop.transform.plan import max_map_length
+
+    if operates_on(load_block_spec(find_block(step.block_id))) == "standalone":
+        return 1
+    return max(1, min(step.parallel, max_map_length()))
+
+
 def _build_block(pipeline: Pipeline, step: Step, group_id: str, common: dict) -> StepTasks:
-    """plan → run (mapped over batch ids, at most transformationParallel at once) → collect."""
+    """One mapped task, ``run``, over the slots ``range(block_slots(step))``: each slot gets
+    the run's plan (the first makes and stores it) and runs its batch of it."""
     assert isinstance(step, BlockStep)
-    from edgeloop.operators.blocks import (
-        BlockBatchOperator,
-        BlockCollectOperator,
-        BlockPlanOperator,
-    )
+    from edgeloop.operators.blocks import RUN_TASK_ID, BlockSlotOperator
     from edgeloop.transform.blocks import StepSpec
 
     spec = StepSpec(
@@ -397,40 +407,28 @@ def _build_block(pipeline: Pipeline, step: Step, group_id: str, common: dict) ->
         if spec["upload_type"] == "project"
         else f"dataset `{step.output_dataset_name}`"
     )
+    slots = block_slots(step)
+    selects = f"the units `{step.filter}` selects" if step.filter else "the one standalone run"
     with TaskGroup(group_id=group_id, tooltip=step.name) as group:
-        plan = BlockPlanOperator(
-            task_id="plan",
+        run = BlockSlotOperator.partial(
+            task_id=RUN_TASK_ID,
             step=group_id,
             spec=spec,
-            retries=0,
-            doc_md=f"Selects the units of block `{step.block_id}` "
-            + (f"with `{step.filter}`" if step.filter else "(standalone: one run)")
-            + ", leaves out those already done with the same block, parameters and inputs "
-            "(unless `ignoreLastSuccessfulRun`), stores the batches; returns their ids.",
-            **common,
-        )
-        run = BlockBatchOperator.partial(
-            task_id="run",
-            step=group_id,
-            spec=spec,
+            slots=slots,
             max_active_tis_per_dagrun=step.parallel,
-            map_index_template="batch {{ task.batch }}",
-            doc_md=f"One batch: materializes its inputs, runs `{step.block_id}`, ingests the "
-            f"outputs into {where} and applies `ei-metadata.json`; a failing unit is "
-            "recorded and the task fails at the end naming it.",
+            map_index_template="slot {{ task.slot }}",
+            doc_md=f"Block `{step.block_id}` in {slots} slot(s). The first slot to start "
+            f"plans the run: {selects}, leaving out those already done with the same block, "
+            "parameters and inputs (unless `ignoreLastSuccessfulRun`), in at most "
+            f"{slots} batch(es) stored in the catalog; the other slots read that plan. Each "
+            "slot runs its batch (none: it succeeds with zero counts): materializes the "
+            f"inputs, runs the block, ingests the outputs into {where} and applies "
+            "`ei-metadata.json`; a failing unit is recorded and the slot fails at the end "
+            "naming it (clear it to redo only the failed units). Slot 0's result carries the "
+            "plan's counts.",
             **common,
-        ).expand(batch=plan.output)
-        collect = BlockCollectOperator(
-            task_id="collect",
-            step=group_id,
-            spec=spec,
-            plan_task_id=plan.task_id,
-            trigger_rule="none_failed",
-            doc_md="Adds up the batches' counts (ran, skipped, failed, created, updated).",
-            **common,
-        )
-        plan >> run >> collect
-    return StepTasks(group, block_task_ids=[collect.task_id])
+        ).expand(slot=list(range(slots)))
+    return StepTasks(group, block_task_ids=[run.task_id])
 
 
 # The closed registry: every step type of the model, and how it becomes tasks.
@@ -478,8 +476,9 @@ def _dag_doc(pipeline: Pipeline) -> str:
         f"### {pipeline.name}\n\n{pipeline.description}\n\n"
         f"Project `{pipeline.project}`; config `{pipeline.source_file}` "
         f"(sha256 `{pipeline.config_sha256[:12]}`).\n\n"
-        "Each step is a task group (verify_source → sync → label for an import step, plan → "
-        "run (mapped over batches) → collect for a transformation-block step); "
+        "Each step is a task group (verify_source → sync → label for an import step; one "
+        "mapped task `run` for a transformation-block step, a slot per batch: the first "
+        "slot plans the run, each runs its batch); "
         "`summary` records the run, `publish` emits the project's asset event "
         f"(`edgeloop-project-{pipeline.project}`) when items were created, changed or "
         "deleted. The last summary: `edgeloop summary " + pipeline.id + "`. `notify` "
@@ -560,7 +559,7 @@ def build_dag(pipeline: Pipeline) -> DAG:
     }
     groups = group_ids(pipeline.steps)
     first_task_id = f"{groups[0]}." + (
-        "plan" if isinstance(pipeline.steps[0], BlockStep) else "verify_source"
+        "run" if isinstance(pipeline.steps[0], BlockStep) else "verify_source"
     )
     if isinstance(pipeline.steps[0], ProjectActionStep):
         first_task_id = f"{groups[0]}.{action_task_ids(pipeline.steps[0])[0]}"

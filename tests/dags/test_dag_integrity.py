@@ -40,8 +40,8 @@ def test_every_config_becomes_a_sound_dag(monkeypatch: pytest.MonkeyPatch) -> No
         group = next(iter(dag.task_group.children))
         param = dag.params.get_param("ignoreLastSuccessfulRun")
         assert param.value is False and param.schema["type"] == "boolean" and param.description
-        if f"{group}.plan" in dag.task_dict:  # a pipeline of transformation-block steps
-            assert list(dag.task_dict)[:3] == [f"{group}.{t}" for t in ("plan", "run", "collect")]
+        if f"{group}.run" in dag.task_dict:  # a pipeline of transformation-block steps
+            assert [t for t in dag.task_dict if t.startswith(f"{group}.")] == [f"{group}.run"]
             assert dag.task_dict[f"{group}.run"].max_active_tis_per_dagrun >= 1
             assert dag.task_dict["publish"].upstream_task_ids == {"summary"}
             continue

@@ -1,5 +1,5 @@
 """Block steps in configs: what validation refuses (with the JSON path), what the builder
-makes (plan → mapped run → collect), and the checklist line of `edgeloop items`."""
+makes (one mapped run task over the slots), and the checklist line of `edgeloop items`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from airflow.sdk.definitions.mappedoperator import MappedOperator
 
 from edgeloop.catalog.cli import checklist_line
 from edgeloop.dag_factory import build_files, check_files
@@ -76,20 +77,45 @@ def test_blocks_path_is_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert errors_for(tmp_path, step) == []
 
 
-def test_the_builder_maps_a_batch_operator_over_plan_ids(tmp_path: Path) -> None:
+def test_the_builder_maps_one_slot_operator_over_literal_slots(tmp_path: Path) -> None:
     path = tmp_path / "blocks.json"
     path.write_text(json.dumps({"name": "blocks only", "steps": [COMBINE]}))
     built = build_files([path])
     assert built.errors == {}
     dag = built.dags["blocks"]
     group = "combine_each_subject"
-    assert list(dag.task_dict)[:3] == [f"{group}.plan", f"{group}.run", f"{group}.collect"]
+    mine = [t for t in dag.task_dict if t.startswith(f"{group}.")]
+    assert mine == [f"{group}.run"]  # one task hop: no plan, no collect
     run = dag.task_dict[f"{group}.run"]
+    assert isinstance(run, MappedOperator)
+    assert run.expand_input.value == {"slot": [0, 1, 2, 3]}  # known when the DAG is built
+    assert run.partial_kwargs["slots"] == 4
     assert run.max_active_tis_per_dagrun == 4
-    assert run.partial_kwargs["map_index_template"] == "batch {{ task.batch }}"
-    assert dag.task_dict[f"{group}.collect"].trigger_rule == "none_failed"
-    assert f"{group}.collect" in dag.task_dict["summary"].upstream_task_ids
-    assert dag.task_dict[f"{group}.plan"].spec["upload_type"] == "dataset"
+    assert run.partial_kwargs["map_index_template"] == "slot {{ task.slot }}"
+    assert run.partial_kwargs["spec"]["upload_type"] == "dataset"
+    assert f"{group}.run" in dag.task_dict["summary"].upstream_task_ids
+    assert dag.task_dict["summary"].block_task_ids == [f"{group}.run"]
+    # the first task records the config the run executes; the summary compares with it
+    assert run.partial_kwargs["first_task_id"] == f"{group}.run"
+
+
+def test_a_standalone_block_gets_one_slot_and_parallel_is_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sorter = {
+        "name": "sort",
+        "transformationBlockId": "research-sorter",
+        "parameters": {"lake-dir": "/a", "portal-dir": "/b", "master-sheet": "/c"},
+        "transformationParallel": 8,
+        "outputDatasetName": "AMS sorted",
+    }
+    wide = {**COMBINE, "transformationParallel": 50}
+    path = tmp_path / "blocks.json"
+    path.write_text(json.dumps({"name": "blocks only", "steps": [sorter, wide]}))
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "6")
+    dag = build_files([path]).dags["blocks"]
+    assert dag.task_dict["sort.run"].expand_input.value == {"slot": [0]}
+    assert dag.task_dict["combine_each_subject.run"].expand_input.value == {"slot": list(range(6))}
 
 
 def test_step_spec_round_trips_and_hashes_what_shapes_results() -> None:

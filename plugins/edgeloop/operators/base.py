@@ -45,6 +45,8 @@ class PipelineTaskOperator(BaseOperator):
             ti.xcom_push(key=CONFIG_XCOM_KEY, value=self.config_sha256)
             return
         started = ti.xcom_pull(task_ids=self.first_task_id, key=CONFIG_XCOM_KEY)
+        if isinstance(started, list):  # a mapped first task (a block step's slots): any
+            started = next((s for s in started if s and s != self.config_sha256), None)
         if started and started != self.config_sha256:
             raise ConfigError(
                 f"{self.config_file} changed while this run was going on (the run started "

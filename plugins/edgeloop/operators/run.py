@@ -11,7 +11,9 @@ from edgeloop.operators.base import PipelineTaskOperator
 
 
 class RunSummaryOperator(PipelineTaskOperator):
-    """Add up this run's sync and label results, attach the dataset's counts, store, log."""
+    """Add up this run's sync, label and block results, attach the dataset's counts, store,
+    log. ``block_task_ids`` are the block steps' mapped ``run`` tasks: each id gives the
+    list of its slots' results (slot 0 carries the plan's counts)."""
 
     template_fields: Sequence[str] = ("project",)
 
@@ -34,17 +36,20 @@ class RunSummaryOperator(PipelineTaskOperator):
         self.action_task_ids = {k: list(v) for k, v in (action_task_ids or {}).items()}
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from edgeloop.operators.blocks import mapped_results
         from edgeloop.summary import format_summary, summarize
 
         self.check_config(context)
         ti = context["ti"]
+        # a block step's slots, flattened; {} keeps the blocks' keys when none returned
+        blocks = [r for t in self.block_task_ids for r in mapped_results(ti.xcom_pull(task_ids=t))]
         summary = summarize(
             self.pipeline_id,
             self.project,
             context["run_id"],
             sync_results=[ti.xcom_pull(task_ids=t) for t in self.sync_task_ids],
             label_results=[ti.xcom_pull(task_ids=t) for t in self.label_task_ids],
-            block_results=[ti.xcom_pull(task_ids=t) for t in self.block_task_ids],
+            block_results=blocks or ([{}] if self.block_task_ids else []),
             action_results={
                 kind: [ti.xcom_pull(task_ids=t) for t in task_ids]
                 for kind, task_ids in self.action_task_ids.items()

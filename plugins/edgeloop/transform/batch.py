@@ -1,10 +1,13 @@
-"""Run one batch of a block step: for each unit, materialize its inputs from the blob store
-into a scratch folder, run the block (``run_block``), ingest the outputs, apply
-``ei-metadata.json`` and record the outcome in the ledger, in one transaction per unit.
+"""Run a block step's slot: get the run's plan (``edgeloop.transform.plan``), then run the
+slot's batch: for each unit, materialize its inputs from the blob store into a scratch
+folder, run the block (``run_block``), ingest the outputs, apply ``ei-metadata.json`` and
+record the outcome in the ledger, in one transaction per unit. A slot the plan gives no
+batch succeeds with zero counts.
 
 One unit's failure does not stop the others: it is recorded with its exit code and last
-lines of output; ``run_batch`` raises at the end naming the failed units (a re-run redoes
-only those: the others are ``ok`` in the ledger).
+lines of output; ``run_batch`` raises at the end naming the failed units (a re-run of the
+slot redoes only those: the plan is the run's stored one and the others are ``ok`` in the
+ledger).
 """
 
 from __future__ import annotations
@@ -394,21 +397,58 @@ def run_batch(
     return counts
 
 
-def collect_step(
-    *, pipeline_id: str, run_id: str, step: str, catalog: Catalog | None = None
+def run_slot(
+    spec: StepSpec,
+    *,
+    pipeline_id: str,
+    run_id: str,
+    step: str,
+    slot: int,
+    slots: int,
+    force: bool = False,
+    runtime: str = "local",
+    catalog: Catalog | None = None,
+    blobs: BlobStore | None = None,
 ) -> dict[str, int]:
-    """The step's counts over its batches in this run (batches that did not run count 0)."""
+    """One mapped instance of a block step: get this run's plan (the first slot makes and
+    stores it, see ``edgeloop.transform.plan``), then run batch ``slot`` if the plan has
+    it. Returns the counts (COUNT_KEYS); slot 0 also carries the plan's ``selected`` and
+    the units the plan left out as done in ``skipped``, so that the step's counts are the
+    sum over its slots. Raises BlockStepFailed as ``run_batch`` does."""
+    from edgeloop.transform.plan import plan_step
+
     catalog = catalog or Catalog.from_settings()
-    bc = block_batches.c
-    counts = dict.fromkeys(COUNT_KEYS, 0)
-    with catalog.engine.connect() as conn:
-        for (result,) in conn.execute(
-            sa.select(bc.result).where(
-                (bc.pipeline_id == pipeline_id) & (bc.run_id == run_id) & (bc.step == step)
-            )
-        ):
-            for key, n in json.loads(result or "{}").items():
-                counts[key] = counts.get(key, 0) + int(n)
+    plan = plan_step(
+        spec,
+        pipeline_id=pipeline_id,
+        run_id=run_id,
+        step=step,
+        force=force,
+        catalog=catalog,
+        slots=slots,
+    )
+    if slot < plan.batches:
+        counts = run_batch(
+            spec,
+            pipeline_id=pipeline_id,
+            run_id=run_id,
+            step=step,
+            batch=slot,
+            runtime=runtime,
+            catalog=catalog,
+            blobs=blobs,
+        )
+    else:
+        counts = dict.fromkeys(COUNT_KEYS, 0)
+        log.info(
+            "slot %d: no batch to run (the plan has %d batch(es) for %d unit(s) to run)",
+            slot,
+            plan.batches,
+            plan.todo,
+        )
+    if slot == 0:
+        counts["selected"] = plan.selected
+        counts["skipped"] += plan.skipped
     return counts
 
 
