@@ -10,15 +10,18 @@ network I/O and imports no heavy library.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup
+from airflow.sdk.definitions.param import ParamsDict
 
 from edgeloop.config import (
     BlockStep,
@@ -581,11 +584,6 @@ def build_dag(pipeline: Pipeline) -> DAG:
         max_active_runs=1,
         default_args=default_args,
         tags=_tags(pipeline),
-        params={
-            "ignoreLastSuccessfulRun": Param(
-                False, type="boolean", description=PARAMS_DOC["ignoreLastSuccessfulRun"]
-            )
-        },
     ) as dag:
         sync_ids: list[str] = []
         label_ids: list[str] = []
@@ -625,7 +623,30 @@ def build_dag(pipeline: Pipeline) -> DAG:
         )
         previous >> summary >> publish
     add_notify(dag, pipeline, summary.task_id)
+    # Set once the tasks exist: params given to the DAG's constructor are deep-copied
+    # into every operator once per class of its hierarchy and checked against the JSON
+    # Schema meta-schema per DAG, together about a quarter of a small DAG's build time.
+    # _run_params() was checked once per process; the DAG and each task get their own
+    # copy (a run's conf is written into the task's Param objects).
+    params = _run_params()
+    object.__setattr__(dag, "params", copy.deepcopy(params))
+    for task in dag.tasks:
+        task.params = copy.deepcopy(params)
     return dag
+
+
+@cache
+def _run_params() -> ParamsDict:
+    """The run parameters every pipeline DAG has (shown on the trigger form), validated."""
+    params = ParamsDict(
+        {
+            "ignoreLastSuccessfulRun": Param(
+                False, type="boolean", description=PARAMS_DOC["ignoreLastSuccessfulRun"]
+            )
+        }
+    )
+    params.validate()
+    return params
 
 
 def _errors(errors: list[ConfigError]) -> ConfigError:

@@ -14,8 +14,8 @@
 | ``EDGELOOP_API_URL`` | ``http://localhost:8080``: the Airflow REST API for ``edgeloop run`` |
 | ``EDGELOOP_API_USER`` / ``EDGELOOP_API_PASSWORD`` | ``admin`` / unset |
 
-The settings are read afresh on every call (cheap), so a test or a task that
-changes the environment sees the change.
+The variables are read afresh on every call, so a test or a task that changes the
+environment sees the change; the settings of one set of values are built once.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,8 +43,30 @@ class Settings:
     api_password: str | None = field(default=None, repr=False)
 
 
+# Every variable get_settings() reads.
+VARIABLES = (
+    "EDGELOOP_HOME",
+    "AIRFLOW_HOME",
+    "EDGELOOP_CATALOG_URL",
+    "EDGELOOP_BLOB_ROOT",
+    "EDGELOOP_BLOB_CONN_ID",
+    "EDGELOOP_PIPELINES_DIR",
+    "EDGELOOP_BLOCKS_PATH",
+    "EDGELOOP_BLOCK_VENVS",
+    "EDGELOOP_API_URL",
+    "EDGELOOP_API_USER",
+    "EDGELOOP_API_PASSWORD",
+)
+
+
 def get_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
+    return _settings(tuple(env.get(name) for name in VARIABLES))
+
+
+@lru_cache(maxsize=32)
+def _settings(values: tuple[str | None, ...]) -> Settings:
+    env = {name: value for name, value in zip(VARIABLES, values, strict=True) if value}
     if env.get("EDGELOOP_HOME"):
         home = Path(env["EDGELOOP_HOME"])
     elif env.get("AIRFLOW_HOME"):
