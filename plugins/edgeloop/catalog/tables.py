@@ -95,6 +95,23 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# -- which pipeline task made a record (migration 0006) -----------------------------------
+# A project action run by a pipeline records its pipeline, Airflow run and task id, so a
+# retried or cleared task finds what it already produced instead of making a second one.
+# Records made outside a pipeline (the CLI) leave them NULL (NULLs never collide).
+
+
+def run_columns(*, run_id: bool = True) -> list[sa.Column]:
+    cols = [sa.Column("pipeline_id", sa.String(250))]
+    if run_id:
+        cols.append(sa.Column("run_id", sa.String(250)))
+    return [*cols, sa.Column("task_id", sa.String(250))]
+
+
+def run_index(table: str) -> sa.Index:
+    return sa.Index(f"uq_{table}_run", "pipeline_id", "run_id", "task_id", unique=True)
+
+
 # -- training (migration 0003): models, deployments, explorer maps, versions -------------
 # Artifacts (.keras, features .npz, PNGs, zips, manifests) live in the blob store; these
 # rows reference them by sha256.
@@ -117,6 +134,8 @@ models = sa.Table(
     sa.Column("promoted_at", sa.DateTime(timezone=True)),  # the latest promoted is current
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("dataset_id", "number", name="uq_models_number"),
+    *run_columns(),
+    run_index("models"),
 )
 
 deployments = sa.Table(
@@ -133,6 +152,8 @@ deployments = sa.Table(
     sa.Column("published_at", sa.DateTime(timezone=True)),  # the latest published is current
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("dataset_id", "number", name="uq_deployments_number"),
+    *run_columns(),
+    run_index("deployments"),
 )
 
 explorer_maps = sa.Table(
@@ -148,6 +169,8 @@ explorer_maps = sa.Table(
     sa.Column("stats", sa.Text, nullable=False),  # JSON
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("dataset_id", "number", name="uq_explorer_maps_number"),
+    *run_columns(),
+    run_index("explorer_maps"),
 )
 
 explorer_points = sa.Table(
@@ -181,6 +204,8 @@ versions = sa.Table(
     sa.Column("summary", sa.Text, nullable=False),  # JSON: counts and metrics
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("dataset_id", "number", name="uq_versions_number"),
+    *run_columns(run_id=False),
+    run_index("versions"),
 )
 
 

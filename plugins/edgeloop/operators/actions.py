@@ -5,6 +5,10 @@ Thin: each stores its keyword arguments and calls one function of ``edgeloop.tra
 inside ``execute`` (TensorFlow and scikit-learn are imported there, never at parse time).
 What goes to XCom is small: numbers (model, map, version, deployment), accuracies, the
 gate's decision and blob locations; the summary task reads them.
+
+Idempotent: every record an action makes carries its pipeline, Airflow run and task id
+(``RunKey``), so a retried or cleared task of the same run finds and returns what it made
+(``reused`` in its result) instead of a second model, map, deployment or version.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ class ProjectActionOperator(PipelineTaskOperator):
         super().__init__(**kwargs)
         self.project = project
 
+    def run_key(self, context: Context):  # -> edgeloop.training.registry.RunKey
+        """What this task instance's records are keyed on: pipeline, run id, task id."""
+        from edgeloop.training.registry import RunKey
+
+        return RunKey(self.pipeline_id, context["run_id"], self.task_id)
+
 
 class RetrainOperator(ProjectActionOperator):
     """retrainModel: retrain with the current model's impulse on the project as it is now;
@@ -66,11 +76,14 @@ class RetrainOperator(ProjectActionOperator):
             registry.require_current_model(catalog, self.project)
         except TrainingError as exc:  # never trained: retrying cannot help
             raise AirflowFailException(str(exc)) from exc
-        result = retrain(self.project, max_drop=self.max_drop, catalog=catalog)
+        result = retrain(
+            self.project, max_drop=self.max_drop, run=self.run_key(context), catalog=catalog
+        )
         gate = result["gate"]
         self.log.info(
-            "model %s: validation accuracy %s, test accuracy %s; quality gate %s: %s",
+            "model %s%s: validation accuracy %s, test accuracy %s; quality gate %s: %s",
             result["model"],
+            " (made by an earlier try of this task, reused)" if result["reused"] else "",
             result["metrics"]["validation_accuracy"],
             result["metrics"]["test_accuracy"],
             "passed" if gate["passed"] else "failed",
@@ -85,6 +98,7 @@ class RetrainOperator(ProjectActionOperator):
             "test_accuracy": result["metrics"]["test_accuracy"],
             "gate": gate,
             "confusion_png": result["confusion_png"],
+            "reused": result["reused"],
         }
 
 
@@ -96,16 +110,17 @@ class ExplorerOperator(ProjectActionOperator):
         from edgeloop.training.explorer import refresh_explorer
 
         self.check_config(context)
-        result = refresh_explorer(self.project)
+        result = refresh_explorer(self.project, run=self.run_key(context))
         self.log.info(
-            "explorer map %s: %s point(s), %s new, %s suggestion(s); PNG %s",
+            "explorer map %s%s: %s point(s), %s new, %s suggestion(s); PNG %s",
             result["map"],
+            " (made by an earlier try of this task, reused)" if result["reused"] else "",
             result["points"],
             result["new"],
             result["suggestions"],
             result["png"],
         )
-        keys = ("map", "png", "png_sha", "points", "new", "refit", "suggestions", "model")
+        keys = ("map", "png", "png_sha", "points", "new", "refit", "suggestions", "model", "reused")
         return {"project": self.project, **{k: result.get(k) for k in keys}}
 
 
@@ -114,8 +129,8 @@ class DeployOperator(ProjectActionOperator):
 
     Skipped (with the gate's reason) when that model did not pass the quality gate.
     Published as the project's current deployment at once, or, with ``require_approval``,
-    later by ``PublishDeploymentOperator`` once a person approves. A deployment of the same
-    model and type already built (a re-run of this task) is reused, not built again.
+    later by ``PublishDeploymentOperator`` once a person approves. The deployment this task
+    built in an earlier try of the same run is reused, not built again.
     """
 
     def __init__(
@@ -134,11 +149,7 @@ class DeployOperator(ProjectActionOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from edgeloop.catalog.store import Catalog
-        from edgeloop.storage.blobs import BlobStore
-        from edgeloop.training import registry
-        from edgeloop.training.deployments import build_deployment, publish_deployment
-        from edgeloop.training.train import blob_location
+        from edgeloop.training.deployments import build_deployment
 
         self.check_config(context)
         retrained = context["ti"].xcom_pull(task_ids=self.retrain_task_id)
@@ -153,34 +164,13 @@ class DeployOperator(ProjectActionOperator):
                 "no deployment built"
             )
         publish = not self.require_approval
-        catalog, blobs = Catalog.from_settings(), BlobStore.from_settings()
-        built = [
-            d
-            for d in registry.list_deployments(catalog, self.project)
-            if d["model_number"] == model and d["model_type"] == self.model_type
-        ]
-        if built:  # a re-run: the deployment of this model exists
-            dep = built[-1]
-            self.log.info("deployment %s of model %s exists: reused", dep["number"], model)
-            if publish and not dep["published_at"]:
-                publish_deployment(self.project, dep["number"], catalog=catalog)
-            result = {
-                "deployment": dep["number"],
-                "model": model,
-                "zip": blob_location(blobs, dep["zip_sha"]),
-                "zip_sha": dep["zip_sha"],
-                "report_sha": dep["report_sha"],
-                **{k: dep["summary"].get(k) for k in DEPLOYMENT_KEYS},
-            }
-        else:
-            result = build_deployment(
-                self.project,
-                model_type=self.model_type,
-                model=model,
-                publish=publish,
-                catalog=catalog,
-                blobs=blobs,
-            )
+        result = build_deployment(
+            self.project,
+            model_type=self.model_type,
+            model=model,
+            publish=publish,
+            run=self.run_key(context),
+        )
         out = {
             "project": self.project,
             "deployment": result["deployment"],
@@ -188,13 +178,15 @@ class DeployOperator(ProjectActionOperator):
             "zip": result["zip"],
             "zip_sha": result["zip_sha"],
             "report_sha": result["report_sha"],
-            "published": publish,
+            "published": result["published"],
             "require_approval": self.require_approval,
+            "reused": result["reused"],
             **{k: result.get(k) for k in DEPLOYMENT_KEYS},
         }
         self.log.info(
-            "deployment %s (%s, model %s): %s; verification: %s; %s",
+            "deployment %s%s (%s, model %s): %s; verification: %s; %s",
             out["deployment"],
+            " (built by an earlier try of this task, reused)" if result["reused"] else "",
             self.model_type,
             model,
             out["zip"],
@@ -214,14 +206,21 @@ class PublishDeploymentOperator(ProjectActionOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from edgeloop.catalog.store import Catalog
+        from edgeloop.training import registry
         from edgeloop.training.deployments import publish_deployment
 
         self.check_config(context)
         built = context["ti"].xcom_pull(task_ids=self.deploy_task_id)
         if not built:
             raise AirflowFailException(f"task {self.deploy_task_id} left no deployment to publish")
-        dep = publish_deployment(self.project, built["deployment"])
-        self.log.info("deployment %s published as the current one", dep["number"])
+        catalog = Catalog.from_settings()
+        dep = registry.get_deployment(catalog, self.project, built["deployment"])
+        if dep["published_at"]:  # a re-run: publishing again would only move its date
+            self.log.info("deployment %s was published at %s", dep["number"], dep["published_at"])
+        else:
+            dep = publish_deployment(self.project, built["deployment"], catalog=catalog)
+            self.log.info("deployment %s published as the current one", dep["number"])
         return {"project": self.project, "deployment": dep["number"], "published": True}
 
 
@@ -234,22 +233,10 @@ class VersionOperator(ProjectActionOperator):
         self.deploy_task_ids = list(deploy_task_ids)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from edgeloop.catalog.store import Catalog
-        from edgeloop.training import registry
         from edgeloop.training.versions import create_version
 
         self.check_config(context)
         run_id = context["run_id"]
-        catalog = Catalog.from_settings()
-        for v in registry.list_versions(catalog, self.project):
-            if v["run_id"] == run_id:
-                self.log.info("version %s was created by this run: reused", v["number"])
-                return {
-                    "project": self.project,
-                    "version": v["number"],
-                    "manifest_sha": v["manifest_sha"],
-                    **v["summary"],
-                }
         ti = context["ti"]
         deployments = [
             r["deployment"] for r in (ti.xcom_pull(task_ids=t) for t in self.deploy_task_ids) if r
@@ -258,13 +245,13 @@ class VersionOperator(ProjectActionOperator):
             self.project,
             config=self.config_file,
             deployment_numbers=deployments,
-            run_id=run_id,
+            run=self.run_key(context),
             description=f"pipeline {self.pipeline_id}, run {run_id}",
-            catalog=catalog,
         )
         self.log.info(
-            "version %s: %s item(s), model %s, deployment(s) %s; manifest %s",
+            "version %s%s: %s item(s), model %s, deployment(s) %s; manifest %s",
             result["version"],
+            " (created by an earlier try of this task, reused)" if result["reused"] else "",
             result["items"],
             result["model"],
             result["deployments"],

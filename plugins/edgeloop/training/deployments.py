@@ -68,11 +68,16 @@ def build_deployment(
     model_type: str = "int8",
     model: int | None = None,
     publish: bool = True,
+    run: registry.RunKey | None = None,
     catalog: Catalog | None = None,
     blobs=None,
 ) -> dict[str, Any]:
     """Build the library of the current model (or model number ``model``); store the zip
-    and report; publish it as the current deployment unless ``publish`` is False."""
+    and report; publish it as the current deployment unless ``publish`` is False.
+
+    With ``run`` (a pipeline task), a deployment that task already built is returned
+    instead (``reused``; published now if ``publish`` and it was not): a retried task
+    never builds a second deployment for one run."""
     from edgeloop.deploy.build import MODEL_TYPES, build_library
     from edgeloop.training.train import _context, blob_location
 
@@ -81,6 +86,15 @@ def build_deployment(
             f"buildBinaryModelType must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}"
         )
     catalog, blobs = _context(catalog, blobs)
+    if run is not None:
+        done = run_deployment(catalog, blobs, project, run, publish=publish)
+        if done is not None:
+            if model is not None and done["model"] != model:
+                raise TrainingError(
+                    f"{run} built deployment {done['deployment']} of model {done['model']}, "
+                    f"not of model {model}: trigger a new run"
+                )
+            return done
     mdl = registry.get_model(catalog, project, model)
     fs = FeatureSet.from_npz_bytes(
         registry.get_bytes(blobs, mdl["features_sha"], what=f"model {mdl['number']} features")
@@ -128,6 +142,7 @@ def build_deployment(
                 summary=json.dumps(summary, sort_keys=True),
                 published_at=ts if publish else None,
                 created_at=ts,
+                **registry.run_values(run),
             )
         )
     log.info(
@@ -148,6 +163,44 @@ def build_deployment(
         "zip_sha": zip_sha,
         "report_sha": report_sha,
         **summary,
+        "reused": False,
+    }
+
+
+def run_deployment(
+    catalog: Catalog, blobs, project: str, run: registry.RunKey, *, publish: bool
+) -> dict[str, Any] | None:
+    """The deployment the pipeline task ``run`` already built, as ``build_deployment``
+    returns it with ``reused`` (published now if ``publish`` and it was not); None if it
+    built none."""
+    from edgeloop.training.train import blob_location
+
+    with catalog.engine.connect() as conn:
+        ds = registry.project_id(conn, project)
+        row = registry.find_run_record(conn, deployments, run)
+    if row is None:
+        return None
+    if row.dataset_id != ds:
+        raise TrainingError(
+            f"{run} built deployment {row.number} in another project than {project!r}: "
+            "the pipeline's project changed during the run; trigger a new run"
+        )
+    dep = registry.get_deployment(catalog, project, row.number)
+    log.info(
+        "%s: deployment %s was built by this task earlier (%s): reused", project, row.number, run
+    )
+    if publish and not dep["published_at"]:
+        dep = publish_deployment(project, row.number, catalog=catalog)
+    return {
+        "project": project,
+        "deployment": dep["number"],
+        "model": dep["model_number"],
+        "published": dep["published_at"] is not None,
+        "zip": blob_location(blobs, dep["zip_sha"]),
+        "zip_sha": dep["zip_sha"],
+        "report_sha": dep["report_sha"],
+        **{k: dep["summary"].get(k) for k in SUMMARY_KEYS},
+        "reused": True,
     }
 
 

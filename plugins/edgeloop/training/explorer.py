@@ -156,14 +156,20 @@ def refresh_explorer(
     impulse: Impulse | dict[str, Any] | str | None = None,
     seed: int = 0,
     neighbours: int = NEIGHBOURS,
+    run: registry.RunKey | None = None,
     catalog: Catalog | None = None,
     blobs=None,
 ) -> dict[str, Any]:
     """Build or extend the project's explorer map; store the PNG and per-item coordinates
-    and suggestions. ``impulse`` is needed only before the project's first training."""
+    and suggestions. ``impulse`` is needed only before the project's first training.
+
+    With ``run`` (a pipeline task), a map that task already made is returned instead
+    (``reused``): a retried task never adds a second map for one run."""
     from edgeloop.training.train import _context, blob_location
 
     catalog, blobs = _context(catalog, blobs)
+    if run is not None and (done := run_map(catalog, blobs, project, run)) is not None:
+        return done
     model = registry.current_model(catalog, project)
     if model is not None:
         imp = parse_impulse(model["impulse"], file=f"{project} model {model['number']}")
@@ -262,6 +268,7 @@ def refresh_explorer(
                 png_sha=png_sha,
                 stats=json.dumps(stats, sort_keys=True),
                 created_at=now(),
+                **registry.run_values(run),
             )
         ).inserted_primary_key[0]
         conn.execute(
@@ -288,6 +295,35 @@ def refresh_explorer(
         "png": blob_location(blobs, png_sha),
         "png_sha": png_sha,
         **stats,
+        "reused": False,
+    }
+
+
+def run_map(catalog: Catalog, blobs, project: str, run: registry.RunKey) -> dict[str, Any] | None:
+    """The map the pipeline task ``run`` already made, as ``refresh_explorer`` returns it
+    with ``reused``; None if it made none."""
+    from edgeloop.training.train import blob_location
+
+    with catalog.engine.connect() as conn:
+        ds = registry.project_id(conn, project)
+        row = registry.find_run_record(conn, explorer_maps, run)
+    if row is None:
+        return None
+    if row.dataset_id != ds:
+        raise TrainingError(
+            f"{run} made explorer map {row.number} in another project than {project!r}: "
+            "the pipeline's project changed during the run; trigger a new run"
+        )
+    log.info(
+        "%s: explorer map %s was made by this task earlier (%s): reused", project, row.number, run
+    )
+    return {
+        "project": project,
+        "map": row.number,
+        "png": blob_location(blobs, row.png_sha),
+        "png_sha": row.png_sha,
+        **json.loads(row.stats),
+        "reused": True,
     }
 
 

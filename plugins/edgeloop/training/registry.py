@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,38 @@ from edgeloop.catalog.tables import datasets, deployments, explorer_maps, models
 from edgeloop.errors import TrainingError
 
 TRAIN_COMMAND = "edgeloop train {project} --impulse include/impulses/<impulse>.json"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """The pipeline task that makes a record: a retried or cleared task of the same run
+    finds what it already made (``find_run_record``) instead of making a second one."""
+
+    pipeline_id: str
+    run_id: str
+    task_id: str
+
+    def values(self) -> dict[str, str]:
+        return {"pipeline_id": self.pipeline_id, "run_id": self.run_id, "task_id": self.task_id}
+
+    def __str__(self) -> str:
+        return f"pipeline {self.pipeline_id}, run {self.run_id}, task {self.task_id}"
+
+
+def run_values(run: RunKey | None) -> dict[str, str]:
+    """The columns a record made by ``run`` carries (none outside a pipeline)."""
+    return run.values() if run is not None else {}
+
+
+def find_run_record(conn: sa.Connection, table: sa.Table, run: RunKey) -> sa.Row | None:
+    """The row of ``table`` that the pipeline task ``run`` made, if any."""
+    return conn.execute(
+        sa.select(table).where(
+            (table.c.pipeline_id == run.pipeline_id)
+            & (table.c.run_id == run.run_id)
+            & (table.c.task_id == run.task_id)
+        )
+    ).first()
 
 
 # -- blobs -------------------------------------------------------------------------------

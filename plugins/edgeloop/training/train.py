@@ -335,6 +335,7 @@ def _store_model(
     kind: str,
     gate: dict[str, Any] | None,
     promote: bool,
+    run: registry.RunKey | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgeloop-train-") as tmp:
         path = Path(tmp) / "model.keras"
@@ -363,6 +364,7 @@ def _store_model(
                 anomaly_sha=anomaly_sha,
                 promoted_at=ts if promote else None,
                 created_at=ts,
+                **registry.run_values(run),
             )
         )
     log.info(
@@ -442,20 +444,60 @@ def evaluate(catalog: Catalog, blobs, model: dict[str, Any], fs: FeatureSet) -> 
     return classification_metrics(test.labels, predict_labels(net, model["labels"], test.x))
 
 
+def run_model(catalog: Catalog, blobs, project: str, run: registry.RunKey) -> dict[str, Any] | None:
+    """The model the pipeline task ``run`` already stored (a retried or cleared task), as
+    ``retrain`` returns it with ``reused``; None if it stored none."""
+    with catalog.engine.connect() as conn:
+        ds = registry.project_id(conn, project)
+        row = registry.find_run_record(conn, models, run)
+    if row is None:
+        return None
+    if row.dataset_id != ds:
+        raise TrainingError(
+            f"{run} stored model {row.number} in another project than {project!r}: "
+            "the pipeline's project changed during the run; trigger a new run"
+        )
+    model = registry.model_by_id(catalog, row.id)
+    gate = model["gate"]
+    log.info("%s: model %s was stored by this task earlier (%s): reused", project, row.number, run)
+    return {
+        "project": project,
+        "model": model["number"],
+        "promoted": model["promoted_at"] is not None,
+        "metrics": model["metrics"],
+        "gate": gate,
+        "labels": model["labels"],
+        "artifacts": {
+            "model": model["model_sha"],
+            "features": model["features_sha"],
+            "confusion_png": model["confusion_sha"],
+            "anomaly": model["anomaly_sha"],
+        },
+        "confusion_png": blob_location(blobs, model["confusion_sha"]),
+        "previous_model": gate["current_model"] if gate else None,
+        "reused": True,
+    }
+
+
 def retrain(
     project: str,
     *,
     max_drop: float = DEFAULT_MAX_DROP,
+    run: registry.RunKey | None = None,
     catalog: Catalog | None = None,
     blobs=None,
 ) -> dict[str, Any]:
     """Retrain with the current model's impulse; promote only through the quality gate.
 
     The result has ``promoted`` and ``gate`` (``passed``, both accuracies, ``reason``).
+    With ``run`` (a pipeline task), a model that task already stored is returned instead
+    (``reused``): a retried task never trains a second model nor gates against its own.
     """
     if not 0 <= max_drop <= 1:
         raise TrainingError(f"qualityGate.maxDrop must be within 0..1, got {max_drop!r}")
     catalog, blobs = _context(catalog, blobs)
+    if run is not None and (done := run_model(catalog, blobs, project, run)) is not None:
+        return done
     current = registry.require_current_model(catalog, project)
     impulse = parse_impulse(current["impulse"], file=f"{project} model {current['number']}")
     fs, _ = project_features(catalog, blobs, project, impulse)
@@ -481,7 +523,17 @@ def retrain(
     }
     log.info("%s: quality gate %s: %s", project, "passed" if passed else "failed", reason)
     result = _store_model(
-        catalog, blobs, project, impulse, fs, trained, kind="retrain", gate=gate, promote=passed
+        catalog,
+        blobs,
+        project,
+        impulse,
+        fs,
+        trained,
+        kind="retrain",
+        gate=gate,
+        promote=passed,
+        run=run,
     )
     result["previous_model"] = current["number"]
+    result["reused"] = False
     return result

@@ -60,16 +60,26 @@ def create_version(
     model: int | None = None,
     deployment_numbers: list[int] | None = None,
     run_id: str | None = None,
+    run: registry.RunKey | None = None,
     description: str | None = None,
     catalog: Catalog | None = None,
     blobs=None,
 ) -> dict[str, Any]:
     """Snapshot the project now: its live items, ``config`` (a document or a file), the
     current model (or model number ``model``), the latest explorer map and the given
-    deployments. Returns the version's number and summary."""
+    deployments. Returns the version's number and summary.
+
+    With ``run`` (a pipeline task; its run id is the version's ``run_id``), a version that
+    task already created is returned instead (``reused``): one version per task and run."""
     from edgeloop.training.train import _context
 
     catalog, blobs = _context(catalog, blobs)
+    if run is not None:
+        if run_id is not None and run_id != run.run_id:
+            raise TrainingError(f"run_id {run_id!r} differs from the task's run ({run})")
+        run_id = run.run_id
+        if (done := run_version(catalog, project, run)) is not None:
+            return done
     config_doc = _config_document(config)
     items = catalog.list_items(project)
     mdl = (
@@ -153,6 +163,8 @@ def create_version(
                 number=number,
                 description=description,
                 run_id=run_id,
+                pipeline_id=run.pipeline_id if run else None,
+                task_id=run.task_id if run else None,
                 model_id=mdl["id"] if mdl else None,
                 manifest_sha=manifest_sha,
                 summary=json.dumps(summary, sort_keys=True),
@@ -160,7 +172,38 @@ def create_version(
             )
         )
     log.info("%s: version %s created (manifest %s)", project, number, manifest_sha[:12])
-    return {"project": project, "version": number, "manifest_sha": manifest_sha, **summary}
+    return {
+        "project": project,
+        "version": number,
+        "manifest_sha": manifest_sha,
+        **summary,
+        "reused": False,
+    }
+
+
+def run_version(catalog: Catalog, project: str, run: registry.RunKey) -> dict[str, Any] | None:
+    """The version the pipeline task ``run`` already created, as ``create_version``
+    returns it with ``reused``; None if it created none."""
+    with catalog.engine.connect() as conn:
+        ds = registry.project_id(conn, project)
+        row = registry.find_run_record(conn, versions, run)
+    if row is None:
+        return None
+    if row.dataset_id != ds:
+        raise TrainingError(
+            f"{run} created version {row.number} in another project than {project!r}: "
+            "the pipeline's project changed during the run; trigger a new run"
+        )
+    log.info(
+        "%s: version %s was created by this task earlier (%s): reused", project, row.number, run
+    )
+    return {
+        "project": project,
+        "version": row.number,
+        "manifest_sha": row.manifest_sha,
+        **json.loads(row.summary),
+        "reused": True,
+    }
 
 
 def show_version(
