@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +104,26 @@ def test_generated_configs_never_break_the_valid_one(docs) -> None:
             invalid = "invalid-config" in built.dags[dag_id].tags
             assert invalid == (file in built.errors), file
         assert set(check_files(files)) == set(built.errors)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=DOCS | st.lists(DOCS, max_size=3))
+def test_the_fast_schema_check_never_passes_what_the_reference_validator_refuses(doc) -> None:
+    """A valid document is recognised by jsonschema-rs; the Python validator (strict about
+    integers) is the reference: whatever the fast path lets through, it accepts too."""
+    from edgeloop.config.loader import _fast_validator, _integral_float, _validator
+
+    definition = "steps" if isinstance(doc, list) else "pipeline"
+    if _fast_validator(definition).is_valid(doc) and not _integral_float(doc):
+        assert list(_validator(definition).iter_errors(doc)) == []
+
+
+def test_an_integral_float_is_refused_although_json_schema_calls_it_an_integer(tmp_path) -> None:
+    from edgeloop.config.loader import load_pipeline
+    from edgeloop.errors import ConfigError
+
+    doc = json.loads(json.dumps(VALID))
+    doc["retries"] = 2.0
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"\$\.retries"):
+        load_pipeline(tmp_path / "p.json")

@@ -198,12 +198,42 @@ def _expected(error) -> str:  # error: jsonschema.ValidationError
     }.get(v, f"{v} {val}")
 
 
+@cache
+def _fast_validator(definition: str):  # -> jsonschema_rs validator for one $defs entry
+    import jsonschema_rs
+
+    schema = load_schema("pipeline.schema.json")
+    return jsonschema_rs.validator_for(
+        {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
+    )
+
+
+def _integral_float(doc: Any) -> bool:
+    """Whether the document holds a number like 4.0 (which only the strict check refuses)."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float) and node.is_integer():
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def schema_errors(doc: Any, file: str) -> list[ConfigError]:
-    """Every schema violation of one config document, in document order."""
+    """Every schema violation of one config document, in document order.
+
+    A valid document is recognised by jsonschema-rs (compiled, ~50x faster than the
+    Python validator, a fifth of a large folder's parse time); anything it refuses, or
+    a document with an integral float (4.0, an integer to JSON Schema but not to us),
+    goes through the Python validator, which names every error and is the reference.
+    """
     if isinstance(doc, list):
-        validator = _validator("steps")
+        definition = "steps"
     elif isinstance(doc, dict):
-        validator = _validator("pipeline")
+        definition = "pipeline"
     else:
         return [
             ConfigError(
@@ -214,7 +244,10 @@ def schema_errors(doc: Any, file: str) -> list[ConfigError]:
                 value=_value(doc),
             )
         ]
+    if _fast_validator(definition).is_valid(doc) and not _integral_float(doc):
+        return []
     errors = []
+    validator = _validator(definition)
     for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
         if err.validator in ("required", "additionalProperties"):
             errors.append(ConfigError(err.message, file=file, path=err.json_path))

@@ -127,8 +127,16 @@ def snippet(
     return builders[lang](pipeline_id, api_url=api_url.rstrip("/"), user=user, conf=conf)
 
 
-def snippets_markdown(pipeline_id: str, **kwargs: Any) -> str:
+def snippets_markdown(
+    pipeline_id: str, *, api_url: str | None = None, user: str | None = None, **kwargs: Any
+) -> str:
     """The three samples as Markdown sections (for a DAG's ``doc_md``)."""
+    if api_url is None or user is None:  # the settings read once, not once per sample
+        from edgeloop.settings import get_settings
+
+        settings = get_settings()
+        api_url, user = api_url or settings.api_url, user or settings.api_user
+    kwargs.update(api_url=api_url, user=user)
     fences = {"curl": "bash", "python": "python", "node": "javascript"}
     parts = ["#### Run the pipeline from code", ""]
     for lang in LANGUAGES:
