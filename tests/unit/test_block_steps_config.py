@@ -131,3 +131,48 @@ def test_checklist_line() -> None:
     meta = {"ei_check": "0", "ei_check_ppg_present": "0", "ei_check_labels": "1", "age": "3"}
     assert checklist_line("AMS_002", meta) == "AMS_002  ✘  ✔ labels  ✘ ppg_present"
     assert checklist_line("x", {"a": "1"}) == "x  (no checklist)"
+
+
+def test_mapped_results_take_what_xcom_pull_gives_for_a_mapped_task() -> None:
+    from edgeloop.operators.blocks import mapped_results
+
+    assert mapped_results(None) == []
+    assert mapped_results({"ran": 1}) == [{"ran": 1}]  # one instance: the value itself
+    assert mapped_results([{"ran": 1}, None, {"ran": 2}]) == [{"ran": 1}, {"ran": 2}]
+
+
+class _TI:
+    def __init__(self, pulled: object) -> None:
+        self.pulled = pulled
+
+    def xcom_pull(self, **_: object) -> object:
+        return self.pulled
+
+    def xcom_push(self, **_: object) -> None:
+        raise AssertionError("only the first task records the config")
+
+
+@pytest.mark.parametrize(
+    ("pulled", "fails"),
+    [("abc", False), (["abc", "abc"], False), (["abc", None], False), (["abc", "new"], True)],
+)
+def test_config_check_after_a_mapped_first_task(pulled: object, fails: bool) -> None:
+    """A block-first pipeline's first task is the mapped ``run``: later tasks pull one
+    config sha per slot."""
+    from edgeloop.errors import ConfigError
+    from edgeloop.operators.run import RunSummaryOperator
+
+    task = RunSummaryOperator(
+        task_id="summary",
+        project="p",
+        pipeline_id="p",
+        config_file="p.json",
+        config_sha256="abc",
+        first_task_id="step.run",
+    )
+    context = {"ti": _TI(pulled)}
+    if fails:
+        with pytest.raises(ConfigError, match="changed while this run was going on"):
+            task.check_config(context)  # type: ignore[arg-type]
+    else:
+        task.check_config(context)  # type: ignore[arg-type]
