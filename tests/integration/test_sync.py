@@ -376,6 +376,60 @@ def test_botocore_checks_a_crc_only_where_the_etag_is_no_md5(
     assert got["m/single.npy"]["sha256"] == hashlib.sha256(b"single").hexdigest()
 
 
+@pytest.mark.parametrize(
+    "encryption",
+    [{"ServerSideEncryption": "aws:kms"}, {"ServerSideEncryption": "aws:kms:dsse"}, "SSE-C"],
+    ids=["sse-kms", "dsse-kms", "sse-c"],
+)
+def test_an_encrypted_object_whose_etag_is_no_md5_syncs(
+    home, s3_client, s3_bucket, conn_id, encryption
+) -> None:
+    """S3 gives an SSE-KMS or SSE-C object a 32-hex ETag that is not the MD5 of its bytes:
+    the GET's encryption headers tell, and the MD5 is not held against it (the size still
+    is). moto answers with MD5 ETags, so the listing and GET responses carry what S3 sends."""
+    body = b"encrypted at rest"
+    put(s3_client, s3_bucket, {"k/enc.npy": body, "k/plain.npy": b"plain"})
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    not_md5 = hashlib.md5(b"not the content").hexdigest()
+    assert not_md5 != hashlib.md5(body).hexdigest()
+
+    def listing(parsed, **kw):
+        for obj in parsed.get("Contents", ()):
+            if obj["Key"].endswith("enc.npy"):
+                obj["ETag"] = f'"{not_md5}"'
+
+    def encrypted(parsed, **kw):
+        if parsed.get("ContentLength") == len(body):
+            if encryption == "SSE-C":
+                parsed["SSECustomerAlgorithm"] = "AES256"
+            else:
+                parsed.update(encryption)
+
+    source.client.meta.events.register("after-call.s3.ListObjectsV2", listing)
+    source.client.meta.events.register("after-call.s3.GetObject", encrypted)
+    assert sync(imp, source=source)["new"] == 2
+    assert by_name()["k/enc.npy"]["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_wrong_md5_etag_still_fails_without_encryption(
+    home, s3_client, s3_bucket, conn_id
+) -> None:
+    put(s3_client, s3_bucket, {"k/plain.npy": b"plain"})
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    wrong = hashlib.md5(b"other").hexdigest()
+
+    def listing(parsed, **kw):
+        for obj in parsed.get("Contents", ()):
+            obj["ETag"] = f'"{wrong}"'
+
+    source.client.meta.events.register("after-call.s3.ListObjectsV2", listing)
+    with pytest.raises(SourceError, match=f"does not match the listed ETag {wrong}"):
+        sync(imp, source=source)
+    assert by_name() == {}
+
+
 def test_a_broken_stream_is_fetched_again_a_bounded_number_of_times(
     home, s3_client, s3_bucket, conn_id
 ) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,8 @@ SCHEMES = ("s3", "gs")
 GCS_ENDPOINT = "https://storage.googleapis.com"
 REQUEST_ATTEMPTS = 4  # botocore standard mode: the first try and 3 retries
 STREAM_ATTEMPTS = 3  # GETs of one object when its body breaks or does not match the listing
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes per read of a response body
+SMALL = CHUNK  # objects up to this size are held in memory (one read), not streamed to a file
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,24 @@ class Fetched:
 
 
 def _is_md5(etag: str) -> bool:
-    """A single-part object's ETag is the MD5 of its bytes (a multipart one ends in -N)."""
+    """A single-part object's ETag may be the MD5 of its bytes (a multipart one ends in -N)."""
     return len(etag) == 32 and "-" not in etag
+
+
+# Server-side encryption under which S3 does not make the ETag the MD5 of the bytes.
+_KMS = ("aws:kms", "aws:kms:dsse")
+
+
+def _etag_is_md5(etag: str, response: dict[str, Any]) -> bool:
+    """Whether the listed ETag is the MD5 of the object's bytes: a single-part object
+    stored in the clear or with SSE-S3 (``AES256``). Not for a multipart upload (its ETag
+    ends in ``-N``) nor for SSE-KMS / SSE-C, whose ETag is no MD5 although it looks like
+    one: the GET's ``ServerSideEncryption`` / ``SSECustomerAlgorithm`` tell."""
+    return (
+        _is_md5(etag)
+        and response.get("ServerSideEncryption") not in _KMS
+        and not response.get("SSECustomerAlgorithm")
+    )
 
 
 class ChecksumError(SourceError):
@@ -272,6 +289,36 @@ class S3Source:
             raise SourceError(f"{self.spec.url(obj.key)}: {describe(exc)}") from exc
 
     def _fetch_once(self, obj: Listed, blobs: BlobStore) -> Fetched:
+        if _is_md5(obj.etag) or self.spec.scheme == "gs":  # MD5 verified (GCS: no CRC offered)
+            response = self.client.get_object(Bucket=self.spec.bucket, Key=obj.key)
+        else:  # a multipart object: botocore checks its full-object CRC if it has one
+            response = self.client.get_object(
+                Bucket=self.spec.bucket, Key=obj.key, ChecksumMode="ENABLED"
+            )
+        # An SSE-KMS / SSE-C object's ETag is no MD5: only its size is checked (and, if
+        # multipart, its CRC).
+        md5 = hashlib.md5(usedforsecurity=False) if _etag_is_md5(obj.etag, response) else None
+        body = response["Body"]
+        with body:  # (StreamingBody.__enter__ returns the raw urllib3 response)
+            if obj.size <= SMALL:  # one read: kept in memory, then written in one go
+                chunks: list[bytes] = []
+                digest = self._read(obj, body, md5, chunks.append)
+                return Fetched(obj, digest, blobs.put_bytes(chunks, digest))
+            temp, out = blobs.open_temp()
+            try:
+                with out:
+                    digest = self._read(obj, body, md5, out.write)
+                    out.flush()
+                    # Moved into place while the temp file is still open (and locked).
+                    return Fetched(obj, digest, blobs.put(temp, digest))
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+
+    @staticmethod
+    def _read(obj: Listed, body: Any, md5: Any, write: Callable[[bytes], object]) -> str:
+        """Stream the body to ``write`` while hashing it; check size (and MD5 when given)
+        against the listing; return the sha256. Stops as soon as it exceeds the size."""
         from botocore.exceptions import (
             FlexibleChecksumError,
             IncompleteReadError,
@@ -280,45 +327,25 @@ class S3Source:
         )
         from urllib3.exceptions import HTTPError
 
-        md5_etag = _is_md5(obj.etag)
-        if md5_etag or self.spec.scheme == "gs":  # MD5 verified below (GCS: no CRC offered)
-            body = self.client.get_object(Bucket=self.spec.bucket, Key=obj.key)["Body"]
-        else:  # a multipart object: botocore checks its full-object CRC if it has one
-            body = self.client.get_object(
-                Bucket=self.spec.bucket, Key=obj.key, ChecksumMode="ENABLED"
-            )["Body"]
-        sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-        temp, out = blobs.open_temp()
+        sha, size = hashlib.sha256(), 0
         try:
-            with out, body:
-                try:
-                    for chunk in body.iter_chunks(CHUNK):
-                        sha.update(chunk)
-                        md5.update(chunk)
-                        out.write(chunk)
-                        size += len(chunk)
-                except (
-                    ResponseStreamingError,
-                    IncompleteReadError,
-                    ReadTimeoutError,
-                    HTTPError,
-                ) as exc:
-                    raise StreamError(f"the download broke after {size} bytes: {exc}") from exc
-                except FlexibleChecksumError as exc:
-                    raise ChecksumError(str(exc)) from exc
-                if size != obj.size:
-                    raise ChecksumError(f"got {size} bytes, the listing said {obj.size}")
-                if md5_etag and md5.hexdigest() != obj.etag:
-                    raise ChecksumError(
-                        f"MD5 {md5.hexdigest()} does not match the listed ETag {obj.etag}"
-                    )
-                out.flush()
-                digest = sha.hexdigest()
-                # Moved into place while the temp file is still open (and locked).
-                return Fetched(obj, digest, blobs.put(temp, digest))
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+            for chunk in body.iter_chunks(CHUNK):
+                sha.update(chunk)
+                if md5 is not None:
+                    md5.update(chunk)
+                write(chunk)
+                size += len(chunk)
+                if size > obj.size:
+                    break
+        except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, HTTPError) as exc:
+            raise StreamError(f"the download broke after {size} bytes: {exc}") from exc
+        except FlexibleChecksumError as exc:
+            raise ChecksumError(str(exc)) from exc
+        if size != obj.size:
+            raise ChecksumError(f"got {size} bytes, the listing said {obj.size}")
+        if md5 is not None and md5.hexdigest() != obj.etag:
+            raise ChecksumError(f"MD5 {md5.hexdigest()} does not match the listed ETag {obj.etag}")
+        return sha.hexdigest()
 
     def wanted(self, key: str) -> bool:
         """Not a folder marker, not the prefix itself, and of a file type the project takes."""

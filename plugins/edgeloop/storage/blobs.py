@@ -9,6 +9,7 @@ file, never a half-written blob.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -67,18 +68,7 @@ class BlobStore:
         drops it when its holder dies (see ``remove_stale_temp``). Call ``put`` before
         closing the file.
         """
-        # What tempfile.mkstemp does, minus its per-call getpid and path normalising: the
-        # sync opens one per object.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        for _ in range(100):
-            name = f"{self.tmp}/{TEMP_PREFIX}{_names.getrandbits(64):016x}"
-            try:
-                fd = os.open(name, flags, 0o600)
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise FileExistsError(errno.EEXIST, "no free temporary name", str(self.tmp))
+        fd, name = self._create_temp()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # An explicit buffer size: no isatty() probe of a file we just created.
@@ -87,6 +77,18 @@ class BlobStore:
             os.close(fd)
             os.unlink(name)
             raise
+
+    def _create_temp(self) -> tuple[int, str]:
+        """A new file in ``tmp`` (fd, path), open for writing. What tempfile.mkstemp does,
+        minus its per-call getpid and path normalising: the sync creates one per object."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        for _ in range(100):
+            name = f"{self.tmp}/{TEMP_PREFIX}{_names.getrandbits(64):016x}"
+            try:
+                return os.open(name, flags, 0o600), name
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "no free temporary name", str(self.tmp))
 
     def remove_stale_temp(self, *, older_than: float = STALE_AFTER_S) -> int:
         """Remove partial downloads of dead processes: temp files that nobody holds
@@ -134,6 +136,41 @@ class BlobStore:
             os.replace(temp, dest)
         return rel
 
+    def put_bytes(self, chunks: list[bytes], sha256: str) -> str:
+        """Store content held in memory (a small download); return the blob's relative path.
+
+        Written to a temp file and moved into place at once: no lock, as nothing waits
+        between the two (``remove_stale_temp`` spares files younger than a minute). If the
+        blob is already there nothing is written.
+        """
+        rel = relpath(sha256)
+        dest = f"{self.root}/{rel}"
+        if os.path.exists(dest):
+            return rel
+        folder = rel[:5]
+        if folder not in self._dirs:
+            os.makedirs(f"{self.root}/{folder}", exist_ok=True)
+            self._dirs.add(folder)
+        fd, name = self._create_temp()
+        try:
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            try:
+                os.replace(name, dest)
+            except FileNotFoundError:  # the folder was removed meanwhile
+                os.makedirs(f"{self.root}/{folder}", exist_ok=True)
+                os.replace(name, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+            raise
+        return rel
+
     def exists(self, sha256: str) -> bool:
         return (self.root / relpath(sha256)).exists()
 
@@ -168,6 +205,12 @@ class S3BlobStore(BlobStore):
                 self.hook.load_file(str(temp), self.prefix + rel, self.bucket, replace=True)
         finally:
             temp.unlink(missing_ok=True)
+        return rel
+
+    def put_bytes(self, chunks: list[bytes], sha256: str) -> str:
+        rel = relpath(sha256)
+        if not self.exists(sha256):
+            self.hook.load_bytes(b"".join(chunks), self.prefix + rel, self.bucket, replace=True)
         return rel
 
     def exists(self, sha256: str) -> bool:
