@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -123,6 +124,19 @@ def _etag_is_md5(etag: str, response: dict[str, Any]) -> bool:
     )
 
 
+_LAST_MODIFIED = re.compile(rb"<LastModified>[^<]*</LastModified>")
+
+
+def _drop_last_modified(response_dict: dict[str, Any], **_: Any) -> None:
+    """A ``before-parse`` handler: remove ``LastModified`` (a GET's header, a listing's
+    XML elements) before botocore parses it. Keys are XML-escaped, so the pattern cannot
+    match inside one."""
+    response_dict["headers"].pop("last-modified", None)
+    body = response_dict.get("body")
+    if isinstance(body, bytes):
+        response_dict["body"] = _LAST_MODIFIED.sub(b"", body)
+
+
 class ChecksumError(SourceError):
     """The bytes received do not match the listing (size or MD5)."""
 
@@ -218,7 +232,19 @@ class S3Source:
 
     @cached_property
     def client(self):  # -> botocore S3 client (thread-safe; shared by the download pool)
-        return self.hook.get_conn()
+        """The hook's client, without ``LastModified`` in listings and GET responses.
+
+        The sync never reads it, and botocore parses each one with dateutil: about 0.3 ms
+        of CPU per object, a seventh of a whole GET's client-side cost.
+        """
+        client = self.hook.get_conn()
+        for operation in ("GetObject", "ListObjectsV2"):
+            client.meta.events.register(
+                f"before-parse.s3.{operation}",
+                _drop_last_modified,
+                unique_id=f"edgeloop-drop-last-modified-{operation}",
+            )
+        return client
 
     def error(self, action: str, exc: BaseException) -> SourceError:
         spec = self.spec
@@ -231,6 +257,7 @@ class S3Source:
         """Every object under the prefix, page by page (the hook's ListObjectsV2 paginator)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        _ = self.client  # the hook's own client, with the handlers above
         try:
             for obj in self.hook.iter_file_metadata(self.spec.prefix, bucket_name=self.spec.bucket):
                 yield Listed(obj["Key"], obj["ETag"].strip('"'), int(obj["Size"]))
