@@ -301,3 +301,24 @@ def test_validation_split_is_by_item_and_seeded() -> None:
     assert one.labels == ["a", "b"] and len(one.test) == 10
     with pytest.raises(TrainingError, match="at least 2 labels"):
         split_features(fs.select(fs.labels == "a"), imp, "p")
+
+
+def test_placed_points_are_in_the_stored_maps_coordinates() -> None:
+    """openTSNE's transform re-centres the reference map in place; placements must come
+    back in the coordinates the old points were stored with (a lopsided map, whose
+    bounding-box centre is far from its mean, makes the shift large)."""
+    import pickle
+
+    from openTSNE import TSNE
+
+    from edgeloop.training.explorer import place
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (150, 8)), rng.normal(12, 1, (30, 8))]).astype(np.float32)
+    fitted = TSNE(perplexity=20, random_state=1, n_jobs=1).fit(x)
+    stored = np.array(fitted, copy=True)
+    embedding = pickle.loads(pickle.dumps(fitted))  # as the explorer keeps it
+    placed = place(embedding, x[::10])
+    own = stored[::10]
+    spread = np.linalg.norm(stored - stored.mean(axis=0), axis=1).mean()
+    assert np.linalg.norm(placed - own, axis=1).mean() < 0.2 * spread

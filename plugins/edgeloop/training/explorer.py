@@ -68,6 +68,18 @@ def _tsne(n: int, seed: int, initialization: Any = "pca"):
     )
 
 
+def place(embedding: Any, points: np.ndarray) -> np.ndarray:
+    """New points placed into a fitted openTSNE map, in the map's stored coordinates.
+
+    openTSNE's ``transform`` (FFT gradients) re-centres the reference map in place on
+    its bounding box and returns the placements in that shifted frame; the old points
+    keep their stored coordinates, so the placements are shifted back by the same amount.
+    """
+    before = np.array(embedding, copy=True)
+    placed = np.asarray(embedding.transform(points), dtype=float)
+    return placed + (before - np.asarray(embedding)).mean(axis=0)
+
+
 def _initial_from(
     emb: np.ndarray, prior: dict[int, np.ndarray], rows_known: np.ndarray
 ) -> np.ndarray | None:
@@ -226,8 +238,7 @@ def refresh_explorer(
     if extend:
         coords[known] = [prev_points[k] for k, kn in zip(keys, known, strict=True) if kn]
         if n_new:
-            placed = state["embedding"].transform(emb[~known])
-            coords[~known] = np.asarray(placed)
+            coords[~known] = place(state["embedding"], emb[~known])
         log.info("%s: explorer map extended: %s new point(s) placed", project, n_new)
     else:
         prior = {i: np.asarray(prev_points[k]) for i, k in enumerate(keys) if k in prev_points}
