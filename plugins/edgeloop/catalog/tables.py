@@ -283,7 +283,8 @@ block_ledger = sa.Table(
     sa.UniqueConstraint("pipeline_id", "step", "unit", name="uq_block_ledger_unit"),
 )
 
-# A run's plan of one block step: the units of each batch (the mapped tasks get batch ids).
+# A run's plan of one block step: one row per batch (its units; the mapped slot task of
+# the same number runs it) and the plan row (batch -1: the counts and the hashes).
 block_batches = sa.Table(
     "block_batches",
     metadata,
