@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import sqlalchemy as sa
 
+import edgeloop.ingest.source as source_module
 from edgeloop.catalog.store import Catalog, upgrade
 from edgeloop.catalog.tables import items, source_objects
 from edgeloop.errors import SourceError
@@ -303,6 +304,25 @@ def count_gets(source: S3Source) -> Counter:
     return sent
 
 
+def test_the_listing_starts_with_a_short_page_then_reads_every_page(
+    home, s3_client, s3_bucket, conn_id, monkeypatch
+) -> None:
+    monkeypatch.setattr(source_module, "FIRST_PAGE", 3)
+    monkeypatch.setattr(source_module, "PAGE", 5)
+    objects = {f"p/{i:02d}.png": f"page {i}".encode() for i in range(12)}
+    put(s3_client, s3_bucket, objects)
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    sizes: list[int] = []
+    source.client.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2",
+        lambda params, **kw: sizes.append(params["MaxKeys"]),
+    )
+    assert sync(imp, source=source)["new"] == 12
+    assert sizes == [3, 5, 5]
+    assert set(by_name()) == set(objects)
+
+
 def test_a_failing_request_is_retried_by_botocore_only(home, s3_client, s3_bucket, conn_id) -> None:
     """Up to 16 GETs per object before (botocore's retries inside a hand-written loop)."""
     from botocore.awsrequest import AWSResponse
@@ -529,9 +549,12 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.parametrize("small", [source_module.SMALL, 0], ids=["in-memory", "streamed"])
 def test_a_full_disk_names_the_objects_and_stops(
-    home, s3_client, s3_bucket, conn_id, tiny_disk
+    home, s3_client, s3_bucket, conn_id, tiny_disk, small, monkeypatch
 ) -> None:
+    """Both ways of storing a download: held in memory (up to SMALL) or streamed to a file."""
+    monkeypatch.setattr(source_module, "SMALL", small)
     put(s3_client, s3_bucket, {f"a/{i:02d}.png": os.urandom(20_000) for i in range(30)})
     imp = make_import(s3_bucket, conn_id)
     with pytest.raises(SourceError) as err:

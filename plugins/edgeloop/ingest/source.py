@@ -50,6 +50,8 @@ GCS_ENDPOINT = "https://storage.googleapis.com"
 REQUEST_ATTEMPTS = 4  # botocore standard mode: the first try and 3 retries
 STREAM_ATTEMPTS = 3  # GETs of one object when its body breaks or does not match the listing
 CHUNK = 1 << 20  # bytes per read of a response body
+FIRST_PAGE = 100  # keys in the listing's first page (the downloads start after it)
+PAGE = 1000  # keys in each further page (S3's maximum)
 SMALL = CHUNK  # objects up to this size are held in memory (one read), not streamed to a file
 
 
@@ -254,13 +256,28 @@ class S3Source:
         )
 
     def list(self) -> Iterator[Listed]:
-        """Every object under the prefix, page by page (the hook's ListObjectsV2 paginator)."""
+        """Every object under the prefix, page by page (ListObjectsV2 on the hook's client).
+
+        The first page is short (``FIRST_PAGE`` keys) so that the downloads start at once
+        rather than after a whole page of 1,000 (0.2-0.35 s on the local S3 server); the
+        next ones are ``PAGE`` keys. The hook's paginator takes one page size for all.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
-        _ = self.client  # the hook's own client, with the handlers above
+        params: dict[str, Any] = {
+            "Bucket": self.spec.bucket,
+            "Prefix": self.spec.prefix,
+            "MaxKeys": FIRST_PAGE,
+        }
         try:
-            for obj in self.hook.iter_file_metadata(self.spec.prefix, bucket_name=self.spec.bucket):
-                yield Listed(obj["Key"], obj["ETag"].strip('"'), int(obj["Size"]))
+            while True:
+                page = self.client.list_objects_v2(**params)
+                for obj in page.get("Contents", ()):
+                    yield Listed(obj["Key"], obj["ETag"].strip('"'), int(obj["Size"]))
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    return
+                params |= {"ContinuationToken": token, "MaxKeys": PAGE}
         except (ClientError, BotoCoreError) as exc:
             raise self.error("list", exc) from exc
 
@@ -299,6 +316,10 @@ class S3Source:
 
     def download(self, obj: Listed, blobs: BlobStore) -> Fetched:
         """Fetch one object into the blob store; errors name the object.
+
+        The body is hashed (sha256, and MD5 where the ETag is one) chunk by chunk as it
+        arrives: an object of up to ``SMALL`` bytes is kept in memory and written once
+        (``BlobStore.put_bytes``), a larger one is streamed to a locked temp file.
 
         A request error has already been retried by botocore; only a broken body or
         bytes that do not match the listing are fetched again (tenacity).

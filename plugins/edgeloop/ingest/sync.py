@@ -2,8 +2,9 @@
 
 The source prefix is listed and compared with the catalog's ledger for that source
 (key, ETag, size); only new or changed objects are downloaded, by ``concurrency``
-threads fed from the listing as it goes (streamed to a temp file while hashing, size
-and MD5 verified), moved into the blob store and recorded in batched transactions by
+threads fed from the listing as it goes (hashed while the bytes stream in, size and,
+where the ETag is one, MD5 verified; see ``S3Source.download``), moved into the blob
+store and recorded in batched transactions by
 one writer thread while the downloads go on. A crash leaves at most orphan blobs; a
 re-run finishes the rest.
 
