@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export EDGELOOP_PIPELINES_DIR ?= $(CURDIR)/include/pipelines
 
-.PHONY: install demo up up-distributed test lint bench lock clean chromium
+.PHONY: install demo up up-distributed test lint bench lock clean chromium rclone
 
 install: $(STAMP)
 
@@ -50,10 +50,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
+# bench/sync.py compares with Debian's rclone.
+rclone:
+	command -v rclone || (apt-get update && apt-get install -y rclone)
+
+bench: $(STAMP) rclone
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/combiner.py
+	$(BIN)/python bench/parse.py
+	$(BIN)/python bench/blocks.py
+	$(BIN)/python bench/retrain.py
 	$(BIN)/python bench/distributed.py
 
 clean:
