@@ -14,6 +14,10 @@ server process). Measured side by side in one run:
 - no-change re-sync: ``sync_source`` again (everything unchanged), vs a bare
   paginated ListObjectsV2 of the prefix with boto3 (best of three each).
 
+The full syncs run in ``--rounds`` rounds (2), each into empty destinations (the sync
+into a new catalog and blob store), the order reversed every other round so that no
+tool always runs first on a server just filled; the best round of each counts.
+
 The last four lines are machine-readable (our time divided by theirs; lower is
 better): ``sync_vs_awscli=R``, ``resync_vs_listing=R``, ``sync_vs_rclone=R``,
 ``sync_vs_bare_get=R``. Targets: sync_vs_awscli <= 1.0, resync_vs_listing <= 1.5
@@ -21,13 +25,12 @@ better): ``sync_vs_awscli=R``, ``resync_vs_listing=R``, ``sync_vs_rclone=R``,
 rclone (``apt-get install rclone``) its line says so and ``sync_vs_rclone=n/a``.
 
 Options: ``--objects N`` (or ``EDGELOOP_BENCH_OBJECTS``), ``--size BYTES``,
-``--keep`` (keep the temp folder).
+``--rounds N``, ``--keep`` (keep the temp folder).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -111,6 +114,9 @@ def main() -> int:
     )
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="full-sync rounds (best of them counts)"
+    )
     args = parser.parse_args()
 
     figures: list[str] = []
@@ -154,60 +160,6 @@ def main() -> int:
         logging.disable(logging.INFO)
         _ = S3Source(spec).client  # import boto3/the amazon provider once, outside the timings
 
-        # Full sync: ours, then aws s3 sync, each into empty destinations.
-        t0 = time.perf_counter()
-        stats = sync_source(spec, "bench", run_id="bench-full")
-        ours_full = time.perf_counter() - t0
-        if stats["new"] != args.objects or stats["failed"]:
-            print(f"error: full sync did not import every object: {stats}", file=sys.stderr)
-            return 1
-        report(
-            f"full sync   edgeloop sync_source: {ours_full:8.2f} s  "
-            f"({args.objects / ours_full:,.0f} objects/s; {json.dumps(stats)})"
-        )
-
-        dest = work / "awscli"
-        aws_env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        argv = [
-            bin_path("aws"),
-            "s3",
-            "sync",
-            f"s3://{BUCKET}/{PREFIX}",
-            str(dest),
-            "--endpoint-url",
-            server.endpoint,
-            "--only-show-errors",
-            "--no-progress",
-        ]
-        t0 = time.perf_counter()
-        subprocess.run(argv, env=aws_env, check=True)
-        aws_full = time.perf_counter() - t0
-        copied = sum(1 for p in dest.rglob("*") if p.is_file())
-        if copied != args.objects:
-            print(f"error: aws s3 sync copied {copied} files", file=sys.stderr)
-            return 1
-        report(
-            f"full sync   aws s3 sync          : {aws_full:8.2f} s  "
-            f"({args.objects / aws_full:,.0f} objects/s)"
-        )
-
-        rclone_s = rclone_copy(server.endpoint, work / "rclone", work)
-        if rclone_s is None:
-            report("full sync   rclone copy          :  missing (apt-get install rclone)")
-        else:
-            copied = sum(1 for p in (work / "rclone").rglob("*") if p.is_file())
-            if copied != args.objects:
-                print(f"error: rclone copied {copied} files", file=sys.stderr)
-                return 1
-            report(
-                f"full sync   rclone copy          : {rclone_s:8.2f} s  "
-                f"({args.objects / rclone_s:,.0f} objects/s; 16 transfers)"
-            )
         keys = [
             o["Key"]
             for page in client.get_paginator("list_objects_v2").paginate(
@@ -215,14 +167,89 @@ def main() -> int:
             )
             for o in page.get("Contents", ())
         ]
+        aws_env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+        def ours(r: int) -> float:
+            """A full sync into an empty catalog and blob store of its own."""
+            os.environ["EDGELOOP_HOME"] = str(work / f"edgeloop-{r}")
+            upgrade(get_settings().catalog_url)
+            seconds, stats = timed(lambda: sync_source(spec, "bench", run_id=f"bench-full-{r}"))
+            if stats["new"] != args.objects or stats["failed"]:
+                raise SystemExit(f"error: full sync did not import every object: {stats}")
+            return seconds
+
+        def aws(r: int) -> float:
+            dest = work / f"awscli-{r}"
+            argv = [
+                bin_path("aws"), "s3", "sync", f"s3://{BUCKET}/{PREFIX}", str(dest),
+                "--endpoint-url", server.endpoint, "--only-show-errors", "--no-progress",
+            ]  # fmt: skip
+            seconds, _ = timed(lambda: subprocess.run(argv, env=aws_env, check=True))
+            copied = sum(1 for p in dest.rglob("*") if p.is_file())
+            if copied != args.objects:
+                raise SystemExit(f"error: aws s3 sync copied {copied} files")
+            return seconds
+
+        def rclone(r: int) -> float | None:
+            seconds = rclone_copy(server.endpoint, work / f"rclone-{r}", work)
+            copied = sum(1 for p in (work / f"rclone-{r}").rglob("*") if p.is_file())
+            if seconds is not None and copied != args.objects:
+                raise SystemExit(f"error: rclone copied {copied} files")
+            return seconds
+
         # The same client as the sync (its config: retries, pool size, checksum mode) and
         # the same number of threads: the difference is what the sync adds to each GET.
         bare_client = S3Source(spec).client
-        bare_s, got = timed(lambda: bare_get(bare_client, keys, workers=spec.concurrency))
+
+        def bare(r: int) -> float:
+            seconds, got = timed(lambda: bare_get(bare_client, keys, workers=spec.concurrency))
+            if got != args.objects:
+                raise SystemExit(f"error: the bare GETs fetched {got} objects")
+            return seconds
+
+        # Full syncs, each into an empty destination, in rounds whose order is reversed
+        # every other round (no tool always runs first, on a server just filled); the
+        # best round of each counts.
+        tools = {"ours": ours, "aws": aws, "rclone": rclone, "bare": bare}
+        runs: dict[str, list[float]] = {name: [] for name in tools}
+        for r in range(args.rounds):
+            for name in list(tools) if r % 2 == 0 else list(reversed(tools)):
+                seconds = tools[name](r)
+                if seconds is not None:
+                    runs[name].append(seconds)
+
+        def best(name: str) -> float | None:
+            return min(runs[name]) if runs[name] else None
+
+        def rounds(name: str) -> str:
+            return "rounds: " + ", ".join(f"{t:.2f}" for t in runs[name])
+
+        ours_full, aws_full, rclone_s, bare_s = (best(n) for n in tools)
+        assert ours_full and aws_full and bare_s
+        report(
+            f"full sync   edgeloop sync_source: {ours_full:8.2f} s  "
+            f"({args.objects / ours_full:,.0f} objects/s; {rounds('ours')})"
+        )
+        report(
+            f"full sync   aws s3 sync          : {aws_full:8.2f} s  "
+            f"({args.objects / aws_full:,.0f} objects/s; {rounds('aws')})"
+        )
+        if rclone_s is None:
+            report("full sync   rclone copy          :  missing (apt-get install rclone)")
+        else:
+            report(
+                f"full sync   rclone copy          : {rclone_s:8.2f} s  "
+                f"({args.objects / rclone_s:,.0f} objects/s; 16 transfers; {rounds('rclone')})"
+            )
         report(
             f"full sync   bare boto3 GETs      : {bare_s:8.2f} s  "
-            f"({got / bare_s:,.0f} objects/s; {spec.concurrency} threads, the sync's client, "
-            "no hashing, no catalog)"
+            f"({args.objects / bare_s:,.0f} objects/s; {spec.concurrency} threads, the sync's "
+            f"client, no hashing, no catalog; {rounds('bare')})"
         )
 
         # No-change re-sync vs a bare listing (best of three each, interleaved).
