@@ -118,6 +118,25 @@ def edgeloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(
+    request: pytest.FixtureRequest,
+    edgeloop_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    new_pg_database: Callable[..., AbstractContextManager[str]],
+) -> Iterator[str]:
+    """Each test that takes it runs twice: on the home's SQLite catalog and on a fresh,
+    migrated PostgreSQL database."""
+    if request.param == "sqlite":
+        from edgeloop.settings import get_settings
+
+        yield get_settings().catalog_url
+        return
+    with new_pg_database(migrate=True) as url:
+        monkeypatch.setenv("EDGELOOP_CATALOG_URL", url)
+        yield url
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]

@@ -97,6 +97,18 @@ def _catalog(env):
     return Catalog(f"sqlite:///{env.edgeloop_home / 'catalog.db'}")
 
 
+def _assert_first_int8_deployment_of_model_2(dep: dict) -> None:
+    """Deployment 1: model 2 as int8, published, verified bit-exact against tflite-micro."""
+    assert (dep["number"], dep["model"], dep["model_type"], dep["published"]) == (
+        1,
+        2,
+        "int8",
+        True,
+    )
+    assert dep["verification"].startswith("bit-exact against tflite-micro")
+    assert dep["verification"].endswith("(max |diff| 0)")
+
+
 def test_retrain_of_a_never_trained_project_fails_with_the_seeds_message(env) -> None:
     env.airflow("dags", "test", "acts-untrained", check=False)
     states = _states(env, "acts-untrained")
@@ -137,14 +149,7 @@ def test_seed_pipeline_explores_retrains_versions_and_builds_a_verified_zip(
     assert Path(explorer["png"]).read_bytes().startswith(b"\x89PNG")
     assert summary["version"] == 1
     dep = summary["deployment"]
-    assert (dep["number"], dep["model"], dep["model_type"], dep["published"]) == (
-        1,
-        2,
-        "int8",
-        True,
-    )
-    assert dep["verification"].startswith("bit-exact against tflite-micro")
-    assert dep["verification"].endswith("(max |diff| 0)")
+    _assert_first_int8_deployment_of_model_2(dep)
     with zipfile.ZipFile(dep["zip"]) as zf:
         assert any(n.endswith("model_metadata.h") for n in zf.namelist())
     deployments = json.loads(env.edgeloop("deployments", PROJECT, "--json"))
@@ -338,14 +343,7 @@ def test_time_series_project_explores_retrains_builds_and_versions(activity: Act
 
     # the deployment: an int8 library of model 2 on its 36 features, verified bit-exact
     dep = summary["deployment"]
-    assert (dep["number"], dep["model"], dep["model_type"], dep["published"]) == (
-        1,
-        2,
-        "int8",
-        True,
-    )
-    assert dep["verification"].startswith("bit-exact against tflite-micro")
-    assert dep["verification"].endswith("(max |diff| 0)")
+    _assert_first_int8_deployment_of_model_2(dep)
     assert dep["accuracy"]["int8"] > 0.8
     with zipfile.ZipFile(dep["zip"]) as zf:
         meta = zf.read("model-parameters/model_metadata.h").decode()

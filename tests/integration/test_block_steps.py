@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,19 +36,6 @@ CSV = {
     "walk/s2.csv": b"x,y,z\n2,2,2\n8,1,1\n",
     "run/s3.csv": b"x,y,z\n0.5,1,1\n3,3,3\n",
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(request, edgeloop_home, monkeypatch, new_pg_database) -> Iterator[str]:
-    """The home's SQLite catalog, or a fresh, migrated PostgreSQL database."""
-    if request.param == "sqlite":
-        from edgeloop.settings import get_settings
-
-        yield get_settings().catalog_url
-        return
-    with new_pg_database(migrate=True) as url:
-        monkeypatch.setenv("EDGELOOP_CATALOG_URL", url)
-        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,21 +54,6 @@ for r, job in enumerate(rounds):
     (work / f"result-{r}-{name}").write_text(json.dumps(result))
     (work / f"result-{r}-{name}").rename(work / f"out-{r}-{name}.json")
 """
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_url(
-    request, edgeloop_home: Path, monkeypatch: pytest.MonkeyPatch, new_pg_database
-) -> Iterator[str]:
-    """The home's SQLite catalog, or a fresh PostgreSQL database; migrated."""
-    if request.param == "sqlite":
-        from edgeloop.settings import get_settings
-
-        yield get_settings().catalog_url
-        return
-    with new_pg_database(migrate=True) as url:
-        monkeypatch.setenv("EDGELOOP_CATALOG_URL", url)
-        yield url
 
 
 def content(i: int, j: int) -> bytes:
