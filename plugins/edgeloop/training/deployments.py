@@ -175,20 +175,10 @@ def run_deployment(
     built none."""
     from edgeloop.training.train import blob_location
 
-    with catalog.engine.connect() as conn:
-        ds = registry.project_id(conn, project)
-        row = registry.find_run_record(conn, deployments, run)
+    row = registry.find_run_record(catalog, deployments, project, run, made="built deployment")
     if row is None:
         return None
-    if row.dataset_id != ds:
-        raise TrainingError(
-            f"{run} built deployment {row.number} in another project than {project!r}: "
-            "the pipeline's project changed during the run; trigger a new run"
-        )
     dep = registry.get_deployment(catalog, project, row.number)
-    log.info(
-        "%s: deployment %s was built by this task earlier (%s): reused", project, row.number, run
-    )
     if publish and not dep["published_at"]:
         dep = publish_deployment(project, row.number, catalog=catalog)
     return {

@@ -315,19 +315,9 @@ def run_map(catalog: Catalog, blobs, project: str, run: registry.RunKey) -> dict
     with ``reused``; None if it made none."""
     from edgeloop.training.train import blob_location
 
-    with catalog.engine.connect() as conn:
-        ds = registry.project_id(conn, project)
-        row = registry.find_run_record(conn, explorer_maps, run)
+    row = registry.find_run_record(catalog, explorer_maps, project, run, made="made explorer map")
     if row is None:
         return None
-    if row.dataset_id != ds:
-        raise TrainingError(
-            f"{run} made explorer map {row.number} in another project than {project!r}: "
-            "the pipeline's project changed during the run; trigger a new run"
-        )
-    log.info(
-        "%s: explorer map %s was made by this task earlier (%s): reused", project, row.number, run
-    )
     return {
         "project": project,
         "map": row.number,

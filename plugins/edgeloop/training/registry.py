@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import sqlalchemy as sa
 from edgeloop.catalog.store import Catalog
 from edgeloop.catalog.tables import datasets, deployments, explorer_maps, models, versions
 from edgeloop.errors import TrainingError
+
+log = logging.getLogger(__name__)
 
 TRAIN_COMMAND = "edgeloop train {project} --impulse include/impulses/<impulse>.json"
 
@@ -44,15 +47,30 @@ def run_values(run: RunKey | None) -> dict[str, str]:
     return run.values() if run is not None else {}
 
 
-def find_run_record(conn: sa.Connection, table: sa.Table, run: RunKey) -> sa.Row | None:
-    """The row of ``table`` that the pipeline task ``run`` made, if any."""
-    return conn.execute(
-        sa.select(table).where(
-            (table.c.pipeline_id == run.pipeline_id)
-            & (table.c.run_id == run.run_id)
-            & (table.c.task_id == run.task_id)
+def find_run_record(
+    catalog: Catalog, table: sa.Table, project: str, run: RunKey, *, made: str
+) -> sa.Row | None:
+    """The row of ``table`` that the pipeline task ``run`` already made in ``project`` (a
+    retried or cleared task), or None. ``made`` says what it did, for the messages
+    ("stored model", "built deployment")."""
+    with catalog.engine.connect() as conn:
+        ds = project_id(conn, project)
+        row = conn.execute(
+            sa.select(table).where(
+                (table.c.pipeline_id == run.pipeline_id)
+                & (table.c.run_id == run.run_id)
+                & (table.c.task_id == run.task_id)
+            )
+        ).first()
+    if row is None:
+        return None
+    if row.dataset_id != ds:
+        raise TrainingError(
+            f"{run} {made} {row.number} in another project than {project!r}: "
+            "the pipeline's project changed during the run; trigger a new run"
         )
-    ).first()
+    log.info("%s: this task %s %s earlier (%s): reused", project, made, row.number, run)
+    return row
 
 
 # -- blobs -------------------------------------------------------------------------------

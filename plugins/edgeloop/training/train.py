@@ -447,19 +447,11 @@ def evaluate(catalog: Catalog, blobs, model: dict[str, Any], fs: FeatureSet) -> 
 def run_model(catalog: Catalog, blobs, project: str, run: registry.RunKey) -> dict[str, Any] | None:
     """The model the pipeline task ``run`` already stored (a retried or cleared task), as
     ``retrain`` returns it with ``reused``; None if it stored none."""
-    with catalog.engine.connect() as conn:
-        ds = registry.project_id(conn, project)
-        row = registry.find_run_record(conn, models, run)
+    row = registry.find_run_record(catalog, models, project, run, made="stored model")
     if row is None:
         return None
-    if row.dataset_id != ds:
-        raise TrainingError(
-            f"{run} stored model {row.number} in another project than {project!r}: "
-            "the pipeline's project changed during the run; trigger a new run"
-        )
     model = registry.model_by_id(catalog, row.id)
     gate = model["gate"]
-    log.info("%s: model %s was stored by this task earlier (%s): reused", project, row.number, run)
     return {
         "project": project,
         "model": model["number"],

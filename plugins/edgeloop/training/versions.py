@@ -184,19 +184,9 @@ def create_version(
 def run_version(catalog: Catalog, project: str, run: registry.RunKey) -> dict[str, Any] | None:
     """The version the pipeline task ``run`` already created, as ``create_version``
     returns it with ``reused``; None if it created none."""
-    with catalog.engine.connect() as conn:
-        ds = registry.project_id(conn, project)
-        row = registry.find_run_record(conn, versions, run)
+    row = registry.find_run_record(catalog, versions, project, run, made="created version")
     if row is None:
         return None
-    if row.dataset_id != ds:
-        raise TrainingError(
-            f"{run} created version {row.number} in another project than {project!r}: "
-            "the pipeline's project changed during the run; trigger a new run"
-        )
-    log.info(
-        "%s: version %s was created by this task earlier (%s): reused", project, row.number, run
-    )
     return {
         "project": project,
         "version": row.number,
