@@ -25,7 +25,7 @@ from edgeloop_dev.devenv import bin_path, free_port, put_objects
 pytestmark = pytest.mark.slow
 
 SECRET = f"whsec-{uuid.uuid4().hex[:8]}"
-LONG_OBJECTS = 6000  # with concurrency 1, the sync of these runs long enough to be stopped
+LONG_OBJECTS = 6000  # CSVs (a default type: each is fetched), one at a time: a sync to stop
 
 
 @dataclass
@@ -97,7 +97,7 @@ def airflow(running_airflow, s3_server, receiver: Receiver):
     )
     client.create_bucket(Bucket="rfc-long")
     put_objects(
-        client, "rfc-long", {f"in/x/{i}.bin": i.to_bytes(4, "big") for i in range(LONG_OBJECTS)}
+        client, "rfc-long", {f"in/x/{i}.csv": i.to_bytes(4, "big") for i in range(LONG_OBJECTS)}
     )
     running_airflow.add_pipeline("rfc_ok.json", _pipeline("rfc_ok", "s3://rfc-quick/in/", receiver))
     running_airflow.add_pipeline(
