@@ -286,3 +286,30 @@ def test_summary_of_an_approved_or_rejected_deployment(publish, published, appro
     assert f"deployment 4: {approval}" in lines
     assert "explorer map 2: 9 points, 3 new" in lines
     assert "model 3: validation accuracy 0.5500, test accuracy 0.5000" in lines
+
+
+def test_a_task_runs_record_is_found_in_its_project_and_refused_in_another(edgeloop_home) -> None:
+    """A retried task finds what it made; if the pipeline's project changed mid-run, it is
+    told so instead of reusing a record of another project."""
+    from datetime import UTC, datetime
+
+    from edgeloop.catalog.store import Catalog
+    from edgeloop.catalog.tables import versions
+    from edgeloop.errors import TrainingError
+    from edgeloop.training.registry import RunKey, find_run_record
+
+    catalog = Catalog.from_settings()
+    run = RunKey("pipe", "manual__1", "actions.version")
+    with catalog.begin() as conn:
+        a, _ = catalog.dataset_id(conn, "proj-a"), catalog.dataset_id(conn, "proj-b")
+        conn.execute(
+            versions.insert().values(
+                dataset_id=a, number=1, manifest_sha="0" * 64, summary="{}",
+                created_at=datetime.now(UTC), **run.values(),
+            )
+        )  # fmt: skip
+    assert find_run_record(catalog, versions, "proj-a", run, made="created version").number == 1
+    other = RunKey("pipe", "manual__2", "actions.version")
+    assert find_run_record(catalog, versions, "proj-a", other, made="created version") is None
+    with pytest.raises(TrainingError, match="created version 1 in another project than 'proj-b'"):
+        find_run_record(catalog, versions, "proj-b", run, made="created version")
