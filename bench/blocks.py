@@ -89,32 +89,23 @@ def make_items(n: int, inputs: Path) -> list[Path]:
     return paths
 
 
+def _airflow_json(env: dict[str, str], *args: str) -> list[dict]:
+    """The JSON an ``airflow ... -o json`` command prints (its last line)."""
+    out = subprocess.run(
+        [bin_path("airflow"), *args, "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def step_span(env: dict[str, str], log: Path, dag_id: str) -> float:
     """Seconds from the start of the step's first slot (``run`` instance) to the end of its
     last."""
-    runs = json.loads(
-        subprocess.run(
-            [bin_path("airflow"), "dags", "list-runs", dag_id, "-o", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    run_id = runs[0]["run_id"]
-    states = json.loads(
-        subprocess.run(
-            [bin_path("airflow"), "tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    run_id = _airflow_json(env, "dags", "list-runs", dag_id)[0]["run_id"]
+    states = _airflow_json(env, "tasks", "states-for-dag-run", dag_id, run_id)
     by_task: dict[str, list[dict]] = {}
     for s in states:
         by_task.setdefault(s["task_id"].rsplit(".", 1)[-1], []).append(s)
