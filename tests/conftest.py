@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from edgeloop_dev.devenv import S3Server, airflow_environ, bin_path, run_logged, tail
+from edgeloop_dev.devenv import S3Server, airflow_environ, bin_path, free_port, run_logged, tail
 
 
 @pytest.fixture(scope="session")
@@ -229,3 +231,55 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
     ae.airflow("db", "migrate")
     ae.edgeloop("db", "upgrade")
     return ae
+
+
+@dataclass
+class WebhookReceiver:
+    """A local HTTP server that records every POST as (headers, body, path)."""
+
+    url: str
+    requests: list[tuple[dict[str, str], bytes, str]] = field(default_factory=list)
+
+    def payloads(self) -> list[dict]:
+        return [json.loads(body) for _, body, _ in self.requests]
+
+    def of(self, pipeline: str) -> list[tuple[dict, dict[str, str], bytes]]:
+        """(payload, headers, body) of each request about ``pipeline``."""
+        return [
+            (p, h, b)
+            for h, b, _ in self.requests
+            if (p := json.loads(b)).get("pipelineId") == pipeline
+        ]
+
+
+@contextmanager
+def webhook_receiver(path: str) -> Iterator[WebhookReceiver]:
+    """``with webhook_receiver("/hooks") as rec:`` a receiver on 127.0.0.1 answering 200."""
+    port = free_port()
+    rec = WebhookReceiver(url=f"http://127.0.0.1:{port}{path}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            rec.requests.append((dict(self.headers.items()), body, self.path))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def new_webhook_receiver() -> Callable[[str], AbstractContextManager[WebhookReceiver]]:
+    """``with new_webhook_receiver("/hooks") as rec:`` (see ``webhook_receiver``);
+    session-scoped, so module-scoped fixtures can use it."""
+    return webhook_receiver

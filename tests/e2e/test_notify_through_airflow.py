@@ -10,11 +10,9 @@ import email
 import email.policy
 import json
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -46,15 +44,6 @@ class Mailbox:
         return AuthResult(success=ok)
 
 
-@dataclass
-class Receiver:
-    url: str
-    requests: list[tuple[dict[str, str], bytes, str]] = field(default_factory=list)
-
-    def payloads(self) -> list[dict]:
-        return [json.loads(body) for _, body, _ in self.requests]
-
-
 @pytest.fixture(scope="module")
 def mailbox() -> Iterator[Mailbox]:
     from aiosmtpd.controller import Controller
@@ -75,32 +64,13 @@ def mailbox() -> Iterator[Mailbox]:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    port = free_port()
-    rec = Receiver(url=f"http://127.0.0.1:{port}/hooks/edgeloop")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            rec.requests.append((dict(self.headers.items()), body, self.path))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+def receiver(new_webhook_receiver):  # -> conftest.WebhookReceiver
+    with new_webhook_receiver("/hooks/edgeloop") as rec:
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
-def env(airflow_env, s3_server, mailbox: Mailbox, receiver: Receiver):
+def env(airflow_env, s3_server, mailbox: Mailbox, receiver):
     """The Airflow home with the S3, SMTP and webhook connections, and a bucket of 4 images."""
     airflow_env.add_s3_connection("notify_s3", s3_server.endpoint)
     smtp = {
@@ -158,7 +128,7 @@ def summary(env, pid: str) -> dict:
 
 
 def test_email_and_signed_webhook_with_and_without_new_data(
-    env, mailbox: Mailbox, receiver: Receiver
+    env, mailbox: Mailbox, receiver
 ) -> None:
     env.add_pipeline(
         "notify_ok.json",
@@ -221,9 +191,7 @@ def test_email_and_signed_webhook_with_and_without_new_data(
     }
 
 
-def test_a_failed_run_emails_and_reports_success_false(
-    env, mailbox: Mailbox, receiver: Receiver
-) -> None:
+def test_a_failed_run_emails_and_reports_success_false(env, mailbox: Mailbox, receiver) -> None:
     env.add_pipeline(
         "notify_fail.json",
         pipeline(

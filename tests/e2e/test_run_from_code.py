@@ -5,22 +5,17 @@ while `notify` still reports it to the webhook with `success: false`."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from edgeloop.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
-from edgeloop_dev.devenv import bin_path, free_port, put_objects
+from edgeloop_dev.devenv import bin_path, put_objects
 
 pytestmark = pytest.mark.slow
 
@@ -28,44 +23,13 @@ SECRET = f"whsec-{uuid.uuid4().hex[:8]}"
 LONG_OBJECTS = 6000  # CSVs (a default type: each is fetched), one at a time: a sync to stop
 
 
-@dataclass
-class Receiver:
-    url: str
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-    def payloads(self, pipeline: str) -> list[tuple[dict, dict[str, str], bytes]]:
-        return [
-            (p, h, b)
-            for h, b in self.requests
-            if (p := json.loads(b)).get("pipelineId") == pipeline
-        ]
-
-
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    port = free_port()
-    rec = Receiver(url=f"http://127.0.0.1:{port}/hooks")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            rec.requests.append((dict(self.headers.items()), body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+def receiver(new_webhook_receiver):  # -> conftest.WebhookReceiver
+    with new_webhook_receiver("/hooks") as rec:
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
-def _pipeline(pid: str, path: str, receiver: Receiver, **block) -> dict:
+def _pipeline(pid: str, path: str, receiver, **block) -> dict:
     return {
         "id": pid,
         "name": f"Run from code {pid}",
@@ -88,7 +52,7 @@ def _pipeline(pid: str, path: str, receiver: Receiver, **block) -> dict:
 
 
 @pytest.fixture(scope="module")
-def airflow(running_airflow, s3_server, receiver: Receiver):
+def airflow(running_airflow, s3_server, receiver):
     """The running Airflow with three pipelines: quick, failing, long."""
     client = s3_server.client()
     client.create_bucket(Bucket="rfc-quick")
@@ -137,7 +101,7 @@ def edgeloop(airflow, *args: str, timeout: float = 900) -> subprocess.CompletedP
     )
 
 
-def test_run_wait_prints_each_task_and_the_summary(airflow, receiver: Receiver) -> None:
+def test_run_wait_prints_each_task_and_the_summary(airflow, receiver) -> None:
     proc = edgeloop(
         airflow,
         "run",
@@ -165,7 +129,7 @@ def test_run_wait_prints_each_task_and_the_summary(airflow, receiver: Receiver) 
     assert re.search(r"^  notify +success", out, re.M), out
     assert f"run {run_id} of rfc_ok: success" in out
     assert "pipeline rfc_ok (project rfc_ok)" in out and "items per label: a 3, b 3" in out
-    [(payload, headers, body)] = receiver.payloads("rfc_ok")
+    [(payload, headers, body)] = receiver.of("rfc_ok")
     assert payload["success"] is True and payload["runId"] == run_id and payload["newItems"] == 6
     assert verify_signature(SECRET, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
 
@@ -173,7 +137,7 @@ def test_run_wait_prints_each_task_and_the_summary(airflow, receiver: Receiver) 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r"^  import\.verify_source +failed", proc.stdout, re.M), proc.stdout
     assert re.search(r"run \S+ of rfc_fail: failed", proc.stdout)
-    [(payload, _, _)] = receiver.payloads("rfc_fail")
+    [(payload, _, _)] = receiver.of("rfc_fail")
     assert payload["success"] is False and payload["failedTasks"][0] == "import.verify_source"
 
 
@@ -207,7 +171,7 @@ def test_the_three_samples_each_trigger_a_run(airflow, tmp_path: Path) -> None:
         assert airflow.rest.wait({"rfc_ok": run_id}, timeout=900) == {"rfc_ok": "success"}
 
 
-def test_stop_ends_a_long_run_and_the_webhook_says_so(airflow, receiver: Receiver) -> None:
+def test_stop_ends_a_long_run_and_the_webhook_says_so(airflow, receiver) -> None:
     from edgeloop.runs.client import api_client, task_instances
     from edgeloop.settings import get_settings
 
@@ -231,7 +195,7 @@ def test_stop_ends_a_long_run_and_the_webhook_says_so(airflow, receiver: Receive
     assert f"stopped run {run_id} of rfc_long: failed task(s) import.sync" in stop.stdout
     assert airflow.rest.wait({"rfc_long": run_id}, timeout=600) == {"rfc_long": "failed"}
 
-    [(payload, headers, body)] = receiver.payloads("rfc_long")  # notify still reported
+    [(payload, headers, body)] = receiver.of("rfc_long")  # notify still reported
     assert payload["success"] is False and payload["runId"] == run_id
     assert payload["failedTasks"][0] == "import.sync"
     assert verify_signature(SECRET, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
