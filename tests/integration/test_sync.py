@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import sqlalchemy as sa
 
+import edgeloop
 import edgeloop.ingest.source as source_module
 from edgeloop.catalog.store import Catalog, upgrade
 from edgeloop.catalog.tables import items, source_objects
@@ -302,6 +303,22 @@ def count_gets(source: S3Source) -> Counter:
 
     source.client.meta.events.register("before-send.s3.GetObject", before_send)
     return sent
+
+
+def test_requests_say_they_come_from_edgeloop(home, s3_client, s3_bucket, conn_id) -> None:
+    put(s3_client, s3_bucket, {"a/1.png": b"one"})
+    imp = make_import(s3_bucket, conn_id)
+    source = S3Source(imp.spec)
+    agents: list[str] = []
+    source.client.meta.events.register(
+        "before-send.s3",
+        lambda request, **kw: agents.append(request.headers["User-Agent"].decode()),
+    )
+    assert sync(imp, source=source)["new"] == 1
+    assert len(agents) == 2  # the listing and the GET
+    for agent in agents:
+        assert agent.startswith(f"edgeloop/{edgeloop.__version__} "), agent
+        assert "Airflow/" in agent  # the hook's own part stays
 
 
 def test_the_listing_starts_with_a_short_page_then_reads_every_page(

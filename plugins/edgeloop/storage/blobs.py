@@ -139,19 +139,28 @@ class BlobStore:
     def put_bytes(self, chunks: list[bytes], sha256: str) -> str:
         """Store content held in memory (a small download); return the blob's relative path.
 
-        Written to a temp file and moved into place at once: no lock, as nothing waits
-        between the two (``remove_stale_temp`` spares files younger than a minute). If the
-        blob is already there nothing is written.
+        Written to a hidden temp file in the blob's own folder and renamed into place at
+        once: a rename within one folder, which concurrent writers do not serialise on (a
+        rename across folders takes the file system's rename lock), and no lock, as nothing
+        waits between the two. A crash in between leaves at most a hidden ``.dl-*`` file
+        beside the blobs, never a half-written blob. If the blob is already there nothing
+        is written.
         """
         rel = relpath(sha256)
         dest = f"{self.root}/{rel}"
         if os.path.exists(dest):
             return rel
-        folder = rel[:5]
-        if folder not in self._dirs:
-            os.makedirs(f"{self.root}/{folder}", exist_ok=True)
-            self._dirs.add(folder)
-        fd, name = self._create_temp()
+        folder = f"{self.root}/{rel[:5]}"
+        if rel[:5] not in self._dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._dirs.add(rel[:5])
+        name = f"{folder}/.{TEMP_PREFIX}{_names.getrandbits(64):016x}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, 0o600)
+        except FileNotFoundError:  # the folder was removed meanwhile
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(name, flags, 0o600)
         try:
             try:
                 for chunk in chunks:
@@ -160,11 +169,7 @@ class BlobStore:
                         view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
-            try:
-                os.replace(name, dest)
-            except FileNotFoundError:  # the folder was removed meanwhile
-                os.makedirs(f"{self.root}/{folder}", exist_ok=True)
-                os.replace(name, dest)
+            os.replace(name, dest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
