@@ -78,17 +78,19 @@ class BlobStore:
             os.unlink(name)
             raise
 
-    def _create_temp(self) -> tuple[int, str]:
-        """A new file in ``tmp`` (fd, path), open for writing. What tempfile.mkstemp does,
-        minus its per-call getpid and path normalising: the sync creates one per object."""
+    def _create_temp(self, folder: str | None = None, prefix: str = TEMP_PREFIX) -> tuple[int, str]:
+        """A new file in ``folder`` (default ``tmp``) as (fd, path), open for writing. What
+        tempfile.mkstemp does, minus its per-call getpid and path normalising: the sync
+        creates one per object."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        folder = folder or str(self.tmp)
         for _ in range(100):
-            name = f"{self.tmp}/{TEMP_PREFIX}{_names.getrandbits(64):016x}"
+            name = f"{folder}/{prefix}{_names.getrandbits(64):016x}"
             try:
                 return os.open(name, flags, 0o600), name
             except FileExistsError:
                 continue
-        raise FileExistsError(errno.EEXIST, "no free temporary name", str(self.tmp))
+        raise FileExistsError(errno.EEXIST, "no free temporary name", folder)
 
     def remove_stale_temp(self, *, older_than: float = STALE_AFTER_S) -> int:
         """Remove partial downloads of dead processes: temp files that nobody holds
@@ -154,13 +156,11 @@ class BlobStore:
         if rel[:5] not in self._dirs:
             os.makedirs(folder, exist_ok=True)
             self._dirs.add(rel[:5])
-        name = f"{folder}/.{TEMP_PREFIX}{_names.getrandbits(64):016x}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(name, flags, 0o600)
+            fd, name = self._create_temp(folder, "." + TEMP_PREFIX)
         except FileNotFoundError:  # the folder was removed meanwhile
             os.makedirs(folder, exist_ok=True)
-            fd = os.open(name, flags, 0o600)
+            fd, name = self._create_temp(folder, "." + TEMP_PREFIX)
         try:
             try:
                 for chunk in chunks:
