@@ -452,38 +452,44 @@ def sync_source(
     no_space = threading.Event()  # a download found the disk full: stop listing
     stop = threading.Event()  # drop what is queued (downloads under way finish)
     todo: queue.Queue[Listed | None] = queue.Queue(maxsize=max(LOOKAHEAD, spec.concurrency))
-    done: queue.SimpleQueue[Fetched | BaseException | None] = queue.SimpleQueue()
+    # Results reach the writer a batch at a time: it wakes once per BATCH objects, not
+    # once per object (a futex wake-up and a GIL hand-over each, 16 threads competing).
+    done: queue.SimpleQueue[list[Fetched | BaseException] | None] = queue.SimpleQueue()
+    arrived: list[Fetched | BaseException] = []
+    arrived_lock = threading.Lock()
+
+    def deliver(result: Fetched | BaseException) -> None:
+        if not isinstance(result, Fetched):
+            log.error("%s", result)
+        with arrived_lock:
+            arrived.append(result)
+            if len(arrived) < BATCH:
+                return
+            batch = arrived.copy()
+            arrived.clear()
+        done.put(batch)
 
     def fetch() -> None:  # one of spec.concurrency download threads
         while (obj := todo.get()) is not None:
             if stop.is_set():
                 continue
             try:
-                done.put(source.download(obj, blobs))
+                deliver(source.download(obj, blobs))
             except Exception as exc:
                 if _no_space(exc):
                     no_space.set()
                     stop.set()
-                done.put(exc)
+                deliver(exc)
 
     def record() -> None:  # the one catalog writer: batches commit while downloads go on
         nonlocal fetched
-        pending: list[Fetched] = []
-        while True:
-            got = done.get()
-            if isinstance(got, Fetched):
-                pending.append(got)
-                fetched += 1
-            elif got is not None:
-                failures.append(str(got))
-                log.error("%s", got)
-            if got is None:
-                if pending:
-                    recorded.update(_record(catalog, ledger, dataset_id, spec, pending, failures))
-                return
-            if len(pending) >= BATCH:
+        while (batch := done.get()) is not None:
+            pending = [r for r in batch if isinstance(r, Fetched)]
+            failures.extend(str(r) for r in batch if not isinstance(r, Fetched))
+            fetched += len(pending)
+            if pending:
                 recorded.update(_record(catalog, ledger, dataset_id, spec, pending, failures))
-                pending = []
+            if len(batch) == BATCH:  # not after the last, partial one: the summary follows
                 log.info(
                     "progress: %s listed, %s fetched, %s failed",
                     stats["listed"],
@@ -510,7 +516,7 @@ def sync_source(
                     continue
                 seen.add(obj.key)
                 if "\x00" in obj.key:
-                    done.put(
+                    deliver(
                         SourceError(
                             f"{spec.url(obj.key)}: the key holds a NUL character, which the "
                             "catalog cannot store; rename the object"
@@ -538,6 +544,8 @@ def sync_source(
                 todo.put(None)
             for thread in threads:
                 thread.join()
+            if arrived:
+                done.put(arrived)
             done.put(None)
             recording.result()
     for key, n in recorded.items():
