@@ -125,18 +125,23 @@ class BlobStore:
         if os.path.exists(dest):
             temp.unlink(missing_ok=True)
             return rel
-        folder = rel[:5]
-        if folder not in self._dirs:
-            os.makedirs(f"{self.root}/{folder}", exist_ok=True)
-            self._dirs.add(folder)
+        folder = self._folder(rel)
         try:
             os.replace(temp, dest)
         except FileNotFoundError:  # the folder was removed meanwhile
             if not os.path.exists(temp):
                 raise
-            os.makedirs(f"{self.root}/{folder}", exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             os.replace(temp, dest)
         return rel
+
+    def _folder(self, rel: str) -> str:
+        """The blob's folder (``ab/cd`` under the root), made on its first use by this store."""
+        folder = f"{self.root}/{rel[:5]}"
+        if rel[:5] not in self._dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._dirs.add(rel[:5])
+        return folder
 
     def put_bytes(self, chunks: list[bytes], sha256: str) -> str:
         """Store content held in memory (a small download); return the blob's relative path.
@@ -152,10 +157,7 @@ class BlobStore:
         dest = f"{self.root}/{rel}"
         if os.path.exists(dest):
             return rel
-        folder = f"{self.root}/{rel[:5]}"
-        if rel[:5] not in self._dirs:
-            os.makedirs(folder, exist_ok=True)
-            self._dirs.add(rel[:5])
+        folder = self._folder(rel)
         try:
             fd, name = self._create_temp(folder, "." + TEMP_PREFIX)
         except FileNotFoundError:  # the folder was removed meanwhile
