@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 
 import edgeloop
 import edgeloop.ingest.source as source_module
+import edgeloop.ingest.sync as sync_module
 from edgeloop.catalog.store import Catalog, upgrade
 from edgeloop.catalog.tables import items, source_objects
 from edgeloop.errors import SourceError
@@ -338,6 +340,46 @@ def test_the_listing_starts_with_a_short_page_then_reads_every_page(
     assert sync(imp, source=source)["new"] == 12
     assert sizes == [3, 5, 5]
     assert set(by_name()) == set(objects)
+
+
+def test_the_listing_stays_a_bounded_number_of_objects_ahead_of_the_downloads(
+    home, s3_client, s3_bucket, conn_id, monkeypatch
+) -> None:
+    """With slow downloads the lister reaches the lookahead, waits until half of it is
+    taken, goes on, and never holds more than the lookahead queued."""
+    monkeypatch.setattr(sync_module, "LOOKAHEAD", 10)
+    monkeypatch.setattr(source_module, "FIRST_PAGE", 7)
+    monkeypatch.setattr(source_module, "PAGE", 7)
+    objects = {f"q/{i:02d}.png": f"queued {i}".encode() for i in range(60)}
+    put(s3_client, s3_bucket, objects)
+    imp = make_import(s3_bucket, conn_id, concurrency=2)
+    source = S3Source(imp.spec)
+    listed, started, ahead = 0, 0, []
+    lock = threading.Lock()
+    real_list, real_download = source.list, source.download
+
+    def counting_list():
+        nonlocal listed
+        for obj in real_list():
+            with lock:
+                listed += 1
+                ahead.append(listed - started)
+            yield obj
+
+    def slow_download(obj, blobs):
+        nonlocal started
+        with lock:
+            started += 1
+        time.sleep(0.01)
+        return real_download(obj, blobs)
+
+    monkeypatch.setattr(source, "list", counting_list)
+    monkeypatch.setattr(source, "download", slow_download)
+    assert sync(imp, source=source)["new"] == 60
+    assert set(by_name()) == set(objects)
+    # queued (at most the lookahead of 10) + one being listed + one in each thread's hands
+    assert max(ahead) <= 10 + 1 + 2, ahead
+    assert max(ahead) >= 10  # the lister did get ahead and wait
 
 
 def test_a_failing_request_is_retried_by_botocore_only(home, s3_client, s3_bucket, conn_id) -> None:

@@ -451,7 +451,13 @@ def sync_source(
     fetched = 0
     no_space = threading.Event()  # a download found the disk full: stop listing
     stop = threading.Event()  # drop what is queued (downloads under way finish)
-    todo: queue.Queue[Listed | None] = queue.Queue(maxsize=max(LOOKAHEAD, spec.concurrency))
+    # The listing runs ahead of the downloads by at most `lookahead` objects. When it gets
+    # there it waits until the downloads have taken half of them: one wake-up per
+    # lookahead/2 objects, where a bounded queue.Queue would wake it for every object
+    # taken (a futex wake-up made while holding the GIL, then two GIL hand-overs).
+    todo: queue.SimpleQueue[Listed | None] = queue.SimpleQueue()
+    lookahead = max(LOOKAHEAD, 2 * spec.concurrency)
+    room = threading.Event()
     # Results reach the writer a batch at a time: it wakes once per BATCH objects, not
     # once per object (a futex wake-up and a GIL hand-over each, 16 threads competing).
     done: queue.SimpleQueue[list[Fetched | BaseException] | None] = queue.SimpleQueue()
@@ -471,6 +477,8 @@ def sync_source(
 
     def fetch() -> None:  # one of spec.concurrency download threads
         while (obj := todo.get()) is not None:
+            if not room.is_set() and todo.qsize() <= lookahead // 2:
+                room.set()
             if stop.is_set():
                 continue
             try:
@@ -534,6 +542,10 @@ def sync_source(
                     thread.start()
                     threads.append(thread)
                 todo.put(obj)
+                if todo.qsize() >= lookahead:
+                    room.clear()  # then look again: a download may have set it meanwhile
+                    if todo.qsize() > lookahead // 2:
+                        room.wait()
                 if no_space.is_set():
                     break
         except BaseException:  # a listing error: commit what was fetched, drop the queue
