@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgeloop.research.sample_data import generate_health_study
+from edgeloop.storage.blobs import BlobStore
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def ran(env, run_id: str) -> dict[str, list[str]]:
 
 
 def blob(env, sha: str) -> bytes:
-    return (env.edgeloop_home / "blobs" / sha[:2] / sha[2:4] / sha).read_bytes()
+    return BlobStore(env.edgeloop_home / "blobs").read_bytes(sha)
 
 
 def test_research_pipeline_through_airflow(study) -> None:

@@ -5,6 +5,12 @@ credentials from the Airflow connection ``EDGELOOP_BLOB_CONN_ID``, default ``aws
 A blob is written to a temporary file and moved (or uploaded) into place under
 its final name only when complete, so a crash leaves at most an orphan temporary
 file, never a half-written blob.
+
+Layout: a local store made by this version keeps a blob at ``ab/<sha256>`` (256
+folders, as git does); stores made before it keep ``ab/cd/<sha256>``, which made a
+folder for almost every blob of a small store. The root's ``LAYOUT`` file says which;
+a root without one that already holds blobs is of the older kind. An S3 store keeps
+``ab/cd/<sha256>`` (S3 has no folders to make).
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ _names = random.Random()  # temp names (O_EXCL: a collision is a retry)
 os.register_at_fork(after_in_child=_names.seed)  # a forked task must not repeat its parent
 
 
-def relpath(sha256: str) -> str:
-    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+LAYOUT_FILE = "LAYOUT"
+FLAT = "ab/<sha256>"
+NESTED = "ab/cd/<sha256>"
 
 
 class BlobStore:
@@ -46,8 +53,37 @@ class BlobStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
+        self.nested = self._layout() == NESTED
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._dirs: set[str] = set()  # blob folders known to exist (saves a mkdir per put)
+
+    def _layout(self) -> str:
+        """The store's layout, from its ``LAYOUT`` file; written when missing (see the
+        module's docstring)."""
+        marker = self.root / LAYOUT_FILE
+        try:
+            layout = marker.read_text().strip()
+        except FileNotFoundError:
+            older = self.root.is_dir() and any(
+                len(p.name) == 2 and p.is_dir() for p in self.root.iterdir()
+            )
+            layout = NESTED if older else FLAT
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, name = self._create_temp(str(self.root), f".{LAYOUT_FILE}-")
+            with os.fdopen(fd, "w") as out:
+                out.write(layout + "\n")
+            os.replace(name, marker)
+        if layout not in (FLAT, NESTED):
+            raise ValueError(
+                f"{marker}: unknown blob store layout {layout!r} (expected {FLAT!r} or {NESTED!r})"
+            )
+        return layout
+
+    def relpath(self, sha256: str) -> str:
+        """Where the blob of ``sha256`` lives, relative to the root."""
+        if self.nested:
+            return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+        return f"{sha256[:2]}/{sha256}"
 
     @staticmethod
     def from_settings() -> BlobStore:
@@ -120,7 +156,7 @@ class BlobStore:
 
         If the blob is already there the temp file is dropped: content is stored once.
         """
-        rel = relpath(sha256)
+        rel = self.relpath(sha256)
         dest = f"{self.root}/{rel}"
         if os.path.exists(dest):
             temp.unlink(missing_ok=True)
@@ -136,11 +172,12 @@ class BlobStore:
         return rel
 
     def _folder(self, rel: str) -> str:
-        """The blob's folder (``ab/cd`` under the root), made on its first use by this store."""
-        folder = f"{self.root}/{rel[:5]}"
-        if rel[:5] not in self._dirs:
+        """The blob's folder under the root, made on its first use by this store."""
+        name = rel.rpartition("/")[0]
+        folder = f"{self.root}/{name}"
+        if name not in self._dirs:
             os.makedirs(folder, exist_ok=True)
-            self._dirs.add(rel[:5])
+            self._dirs.add(name)
         return folder
 
     def put_bytes(self, chunks: list[bytes], sha256: str) -> str:
@@ -153,7 +190,7 @@ class BlobStore:
         beside the blobs, never a half-written blob. If the blob is already there nothing
         is written.
         """
-        rel = relpath(sha256)
+        rel = self.relpath(sha256)
         dest = f"{self.root}/{rel}"
         if os.path.exists(dest):
             return rel
@@ -179,10 +216,10 @@ class BlobStore:
         return rel
 
     def exists(self, sha256: str) -> bool:
-        return (self.root / relpath(sha256)).exists()
+        return (self.root / self.relpath(sha256)).exists()
 
     def open(self, sha256: str) -> BinaryIO:
-        return open(self.root / relpath(sha256), "rb")
+        return open(self.root / self.relpath(sha256), "rb")
 
     def read_bytes(self, sha256: str) -> bytes:
         with self.open(sha256) as f:
@@ -196,6 +233,7 @@ class S3BlobStore(BlobStore):
         self.uri = uri.rstrip("/") + "/"
         self.bucket, _, self.prefix = self.uri[len("s3://") :].partition("/")
         self.conn_id = conn_id
+        self.nested = True
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
@@ -206,7 +244,7 @@ class S3BlobStore(BlobStore):
         return S3Hook(aws_conn_id=self.conn_id)
 
     def put(self, temp: Path, sha256: str) -> str:
-        rel = relpath(sha256)
+        rel = self.relpath(sha256)
         try:
             if not self.exists(sha256):
                 self.hook.load_file(str(temp), self.prefix + rel, self.bucket, replace=True)
@@ -215,18 +253,18 @@ class S3BlobStore(BlobStore):
         return rel
 
     def put_bytes(self, chunks: list[bytes], sha256: str) -> str:
-        rel = relpath(sha256)
+        rel = self.relpath(sha256)
         if not self.exists(sha256):
             self.hook.load_bytes(b"".join(chunks), self.prefix + rel, self.bucket, replace=True)
         return rel
 
     def exists(self, sha256: str) -> bool:
-        return self.hook.head_object(self.prefix + relpath(sha256), self.bucket) is not None
+        return self.hook.head_object(self.prefix + self.relpath(sha256), self.bucket) is not None
 
     def open(self, sha256: str) -> BinaryIO:
         spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=self.tmp)  # noqa: SIM115
         body = self.hook.get_conn().get_object(
-            Bucket=self.bucket, Key=self.prefix + relpath(sha256)
+            Bucket=self.bucket, Key=self.prefix + self.relpath(sha256)
         )
         shutil.copyfileobj(body["Body"], spool)
         spool.seek(0)

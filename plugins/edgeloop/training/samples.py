@@ -36,7 +36,7 @@ def add_objects(
 
     Keys already present for ``source`` are left alone (idempotent).
     """
-    from edgeloop.storage.blobs import BlobStore, relpath
+    from edgeloop.storage.blobs import BlobStore
 
     catalog = catalog or Catalog.from_settings()
     blobs = blobs or BlobStore.from_settings()
@@ -79,7 +79,7 @@ def add_objects(
                     name=PurePosixPath(key).name,
                     sha256=stored[key],
                     size=len(objects[key]),
-                    blob_path=relpath(stored[key]),
+                    blob_path=blobs.relpath(stored[key]),
                 )
             )
             ids.append(int(item_id))

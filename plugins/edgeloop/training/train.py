@@ -394,11 +394,9 @@ def _store_model(
 
 def blob_location(blobs, sha: str) -> str:
     """Where a blob lives (a local path or an s3:// URI)."""
-    from edgeloop.storage.blobs import relpath
-
     if hasattr(blobs, "uri"):
-        return f"{blobs.uri}{relpath(sha)}"
-    return str(Path(blobs.root) / relpath(sha))
+        return f"{blobs.uri}{blobs.relpath(sha)}"
+    return str(Path(blobs.root) / blobs.relpath(sha))
 
 
 def _context(catalog: Catalog | None, blobs) -> tuple[Catalog, Any]:
