@@ -137,6 +137,9 @@ def main() -> int:
         for key in ("EDGELOOP_CATALOG_URL", "EDGELOOP_BLOB_ROOT"):
             os.environ.pop(key, None)
         os.environ.update(s3_connection_environ(CONN_ID, server.endpoint))
+        # The hook's "credentials retrieved" line (structlog: logging.disable below does
+        # not reach it) would interleave with the figures.
+        os.environ["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = "airflow.providers.amazon=WARNING"
         from edgeloop.catalog.store import upgrade
         from edgeloop.settings import get_settings
 
