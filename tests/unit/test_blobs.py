@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,40 @@ def test_an_unknown_layout_is_refused_naming_the_file(tmp_path: Path) -> None:
         ValueError, match=rf"{LAYOUT_FILE}: unknown blob store layout 'abc/<sha256>'"
     ):
         BlobStore(tmp_path)
+
+
+CRASH_BEFORE_RENAME = """
+import os, sys
+from edgeloop.storage.blobs import BlobStore
+
+store = BlobStore(sys.argv[1])
+os.replace = lambda *_: os._exit(9)  # killed between writing the temp file and renaming it
+store.put_bytes([b"half-done"], sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "two-level"])
+def test_a_temp_file_left_beside_the_blobs_by_a_crash_is_swept_once_stale(
+    tmp_path: Path, nested: bool
+) -> None:
+    if nested:
+        (tmp_path / "ab" / "cd").mkdir(parents=True)  # a store from before the LAYOUT file
+    store = BlobStore(tmp_path)
+    assert store.nested is nested
+    kept = sha(b"kept")
+    store.put_bytes([b"kept"], kept)
+    lost = sha(b"half-done")
+    crash = subprocess.run([sys.executable, "-c", CRASH_BEFORE_RENAME, str(tmp_path), lost])
+    assert crash.returncode == 9
+    folder = (tmp_path / store.relpath(lost)).parent
+    (left,) = folder.glob(".dl-*")
+    assert left.read_bytes() == b"half-done"
+
+    assert store.remove_stale_temp() == 0  # young: it may be a live write
+    hour_ago = time.time() - 3600
+    os.utime(left, (hour_ago, hour_ago))
+    assert store.remove_stale_temp() == 0  # the blob folders were searched a moment ago
+    os.utime(tmp_path / "SWEPT", (hour_ago, hour_ago))
+    assert store.remove_stale_temp() == 1
+    assert files_under(tmp_path) == [store.relpath(kept), "SWEPT"]
+    assert (tmp_path / store.relpath(kept)).read_bytes() == b"kept"

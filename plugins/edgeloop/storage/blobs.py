@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 TEMP_PREFIX = "dl-"
 # An unlocked temp file younger than this may be one whose writer has not locked it yet.
 STALE_AFTER_S = 60.0
+SWEEP_EVERY_S = 3600.0  # how often blob folders are searched for hidden temp files
 
 
 _names = random.Random()  # temp names (O_EXCL: a collision is a retry)
@@ -129,9 +130,11 @@ class BlobStore:
         raise FileExistsError(errno.EEXIST, "no free temporary name", folder)
 
     def remove_stale_temp(self, *, older_than: float = STALE_AFTER_S) -> int:
-        """Remove partial downloads of dead processes: temp files that nobody holds
-        locked and that are older than ``older_than`` seconds. Returns how many."""
-        removed, cutoff = 0, time.time() - older_than
+        """Remove partial downloads of dead processes: temp files in ``tmp`` that nobody
+        holds locked, and hidden ones beside the blobs (see ``put_bytes``), older than
+        ``older_than`` seconds. Returns how many."""
+        cutoff = time.time() - older_than
+        removed = self._remove_hidden_temp(cutoff)
         for path in self.tmp.glob(TEMP_PREFIX + "*"):
             try:
                 with open(path, "rb") as fh:
@@ -148,7 +151,29 @@ class BlobStore:
             except FileNotFoundError:
                 continue
         if removed:
-            log.info("removed %s stale partial download(s) from %s", removed, self.tmp)
+            log.info("removed %s stale partial download(s) from %s", removed, self.root)
+        return removed
+
+    def _remove_hidden_temp(self, cutoff: float) -> int:
+        """Hidden temp files that ``put_bytes`` left in blob folders (a crash between
+        writing and renaming) and last written before ``cutoff``. They hold no lock, but
+        ``put_bytes`` renames its file within milliseconds: an older one has no writer.
+        This reads every blob folder (about 2 ms per 1,000 blobs), so it runs at most once
+        per ``SWEEP_EVERY_S`` per store, as the time of the root's ``SWEPT`` file tells."""
+        marker = self.root / "SWEPT"
+        with contextlib.suppress(FileNotFoundError):
+            if marker.stat().st_mtime > time.time() - SWEEP_EVERY_S:
+                return 0
+        marker.touch()
+        removed = 0
+        pattern = f"*/*/.{TEMP_PREFIX}*" if self.nested else f"*/.{TEMP_PREFIX}*"
+        for path in self.root.glob(pattern):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
         return removed
 
     def put(self, temp: Path, sha256: str) -> str:
@@ -187,8 +212,8 @@ class BlobStore:
         once: a rename within one folder, which concurrent writers do not serialise on (a
         rename across folders takes the file system's rename lock), and no lock, as nothing
         waits between the two. A crash in between leaves at most a hidden ``.dl-*`` file
-        beside the blobs, never a half-written blob. If the blob is already there nothing
-        is written.
+        beside the blobs (removed by a later ``remove_stale_temp``), never a half-written
+        blob. If the blob is already there nothing is written.
         """
         rel = self.relpath(sha256)
         dest = f"{self.root}/{rel}"
@@ -257,6 +282,9 @@ class S3BlobStore(BlobStore):
         if not self.exists(sha256):
             self.hook.load_bytes(b"".join(chunks), self.prefix + rel, self.bucket, replace=True)
         return rel
+
+    def _remove_hidden_temp(self, cutoff: float) -> int:
+        return 0  # uploads write nothing beside the blobs
 
     def exists(self, sha256: str) -> bool:
         return self.hook.head_object(self.prefix + self.relpath(sha256), self.bucket) is not None
