@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -111,8 +112,9 @@ store.put_bytes([b"half-done"], sys.argv[2])
 
 @pytest.mark.parametrize("nested", [False, True], ids=["flat", "two-level"])
 def test_a_temp_file_left_beside_the_blobs_by_a_crash_is_swept_once_stale(
-    tmp_path: Path, nested: bool
+    tmp_path: Path, nested: bool, caplog
 ) -> None:
+    caplog.set_level(logging.INFO, logger="edgeloop.storage.blobs")
     if nested:
         (tmp_path / "ab" / "cd").mkdir(parents=True)  # a store from before the LAYOUT file
     store = BlobStore(tmp_path)
@@ -132,5 +134,6 @@ def test_a_temp_file_left_beside_the_blobs_by_a_crash_is_swept_once_stale(
     assert store.remove_stale_temp() == 0  # the blob folders were searched a moment ago
     os.utime(tmp_path / "SWEPT", (hour_ago, hour_ago))
     assert store.remove_stale_temp() == 1
+    assert f"removed 1 temp file(s) a killed write left in {tmp_path}" in caplog.text
     assert files_under(tmp_path) == [store.relpath(kept), "SWEPT"]
     assert (tmp_path / store.relpath(kept)).read_bytes() == b"kept"

@@ -133,8 +133,7 @@ class BlobStore:
         """Remove partial downloads of dead processes: temp files in ``tmp`` that nobody
         holds locked, and hidden ones beside the blobs (see ``put_bytes``), older than
         ``older_than`` seconds. Returns how many."""
-        cutoff = time.time() - older_than
-        removed = self._remove_hidden_temp(cutoff)
+        removed, cutoff = 0, time.time() - older_than
         for path in self.tmp.glob(TEMP_PREFIX + "*"):
             try:
                 with open(path, "rb") as fh:
@@ -151,8 +150,8 @@ class BlobStore:
             except FileNotFoundError:
                 continue
         if removed:
-            log.info("removed %s stale partial download(s) from %s", removed, self.root)
-        return removed
+            log.info("removed %s stale partial download(s) from %s", removed, self.tmp)
+        return removed + self._remove_hidden_temp(cutoff)
 
     def _remove_hidden_temp(self, cutoff: float) -> int:
         """Hidden temp files that ``put_bytes`` left in blob folders (a crash between
@@ -174,6 +173,8 @@ class BlobStore:
                     removed += 1
             except FileNotFoundError:
                 continue
+        if removed:
+            log.info("removed %s temp file(s) a killed write left in %s", removed, self.root)
         return removed
 
     def put(self, temp: Path, sha256: str) -> str:
