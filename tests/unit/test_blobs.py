@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeloop.storage.blobs import LAYOUT_FILE, BlobStore
+from edgeloop.storage.blobs import LAYOUT_FILE, SWEPT_FILE, BlobStore
 
 
 def sha(data: bytes) -> str:
@@ -129,11 +129,11 @@ def test_a_temp_file_left_beside_the_blobs_by_a_crash_is_swept_once_stale(
     assert left.read_bytes() == b"half-done"
 
     assert store.remove_stale_temp() == 0  # young: it may be a live write
-    hour_ago = time.time() - 3600
+    hour_ago = time.time() - 3601
     os.utime(left, (hour_ago, hour_ago))
     assert store.remove_stale_temp() == 0  # the blob folders were searched a moment ago
-    os.utime(tmp_path / "SWEPT", (hour_ago, hour_ago))
+    os.utime(tmp_path / SWEPT_FILE, (hour_ago, hour_ago))
     assert store.remove_stale_temp() == 1
     assert f"removed 1 temp file(s) a killed write left in {tmp_path}" in caplog.text
-    assert files_under(tmp_path) == [store.relpath(kept), "SWEPT"]
+    assert files_under(tmp_path) == [store.relpath(kept), SWEPT_FILE]
     assert (tmp_path / store.relpath(kept)).read_bytes() == b"kept"

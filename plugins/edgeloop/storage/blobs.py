@@ -44,6 +44,7 @@ os.register_at_fork(after_in_child=_names.seed)  # a forked task must not repeat
 
 
 LAYOUT_FILE = "LAYOUT"
+SWEPT_FILE = "SWEPT"  # its time: when the blob folders were last searched for temp files
 FLAT = "ab/<sha256>"
 NESTED = "ab/cd/<sha256>"
 
@@ -158,8 +159,8 @@ class BlobStore:
         writing and renaming) and last written before ``cutoff``. They hold no lock, but
         ``put_bytes`` renames its file within milliseconds: an older one has no writer.
         This reads every blob folder (about 2 ms per 1,000 blobs), so it runs at most once
-        per ``SWEEP_EVERY_S`` per store, as the time of the root's ``SWEPT`` file tells."""
-        marker = self.root / "SWEPT"
+        per ``SWEEP_EVERY_S`` per store (see ``SWEPT_FILE``)."""
+        marker = self.root / SWEPT_FILE
         with contextlib.suppress(FileNotFoundError):
             if marker.stat().st_mtime > time.time() - SWEEP_EVERY_S:
                 return 0
